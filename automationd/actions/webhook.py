@@ -1,0 +1,83 @@
+"""`webhook`: POST a JSON payload (default: the whole event) to a URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from automationd.actions import (
+    ActionContext,
+    ActionResult,
+    OptionReader,
+    Path,
+    template_problem,
+)
+from automationd.actions.http import send, url_for_log
+from automationd.templating import (
+    JsonNode,
+    JsonTemplateError,
+    Template,
+    TemplateError,
+    compile_json,
+    json_templates,
+    render_json,
+)
+
+DEFAULT_HEADERS = {"X-PREFECT-EVENT-ID": "{id}"}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAction:
+    """POST JSON to `url`; any 2xx answer is success."""
+
+    kind: ClassVar[str] = "webhook"
+    url: str
+    payload: JsonNode | None
+    headers: tuple[tuple[Template, Template], ...]
+    timeout: float
+
+    def templates(self) -> Iterator[tuple[Path, Template]]:
+        if self.payload is not None:
+            for path, template in json_templates(self.payload):
+                yield ("payload", *path), template
+        for name, value in self.headers:
+            yield ("headers", name.source), name
+            yield ("headers", name.source), value
+
+    def describe(self) -> str:
+        return f"webhook POST {url_for_log(self.url)}"
+
+    def render(self, event: Mapping[str, object]) -> tuple[object, dict[str, str]]:
+        """The body and headers this action sends for `event`."""
+        body = dict(event) if self.payload is None else render_json(self.payload, event)
+        headers = {name.render(event): value.render(event) for name, value in self.headers}
+        return body, headers
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        body, headers = self.render(ctx.event)
+        return await send(
+            ctx.http, "POST", self.url, time_limit=self.timeout, json_body=body, headers=headers
+        )
+
+
+def parse(options: Mapping[str, object]) -> WebhookAction:
+    """The webhook spec of an action block (already schema-checked)."""
+    reader = OptionReader(options)
+    payload: JsonNode | None = None
+    if "payload" in options:
+        try:
+            payload = compile_json(options["payload"])
+        except JsonTemplateError as exc:
+            reader.problems.append((("payload", *exc.path), template_problem(exc.error)))
+    raw_headers = options.get("headers", DEFAULT_HEADERS)
+    headers: list[tuple[Template, Template]] = []
+    if isinstance(raw_headers, Mapping):
+        for name, value in raw_headers.items():
+            try:
+                headers.append((Template.parse(str(name)), Template.parse(str(value))))
+            except TemplateError as exc:
+                reader.problems.append((("headers", str(name)), template_problem(exc)))
+    timeout = reader.timeout()
+    reader.done()
+    return WebhookAction(str(options["url"]), payload, tuple(headers), timeout)

@@ -1,0 +1,89 @@
+"""The audit trail: one JSON line per thing that happened, appended, never rewritten.
+
+Records are written whole (one `write` of one line, then a flush), so a reader tailing the
+file never sees half a record, and a crash loses at most what the OS had not yet written
+(see `fsync`: `always` syncs every record, `batch` at most once a second, `never` leaves it
+to the OS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from automationd.events import format_timestamp
+
+log = logging.getLogger("automationd.audit")
+
+BATCH_FSYNC_SECONDS = 1.0
+
+
+class AuditLog:
+    """Appends audit records to a JSON Lines file."""
+
+    def __init__(self, path: Path, *, fsync: str, clock: Callable[[], datetime]) -> None:
+        self.path = path
+        self.fsync = fsync
+        self._clock = clock
+        self._file: TextIO | None = None
+        self._dirty = False
+        self.write_errors = 0
+
+    def open(self) -> None:
+        """Open (and create) the file for appending; raises OSError when it cannot."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8", errors="backslashreplace")
+
+    def write(self, kind: str, **fields: object) -> None:
+        """Append one record. A failing disk is logged, counted and survived."""
+        record = {"time": format_timestamp(self._clock()), "kind": kind, **fields}
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+        if self._file is None:
+            raise RuntimeError("the audit log is not open")
+        try:
+            self._file.write(line)
+            self._file.flush()
+            if self.fsync == "always":
+                os.fsync(self._file.fileno())
+            else:
+                self._dirty = True
+        except OSError as exc:
+            self.write_errors += 1
+            log.error("cannot write the audit record %s to %s: %s", kind, self.path, exc)
+
+    async def sync_periodically(self) -> None:
+        """With fsync: batch, fsync at most once a second while records arrive."""
+        if self.fsync != "batch":
+            return
+        while True:
+            await asyncio.sleep(BATCH_FSYNC_SECONDS)
+            await asyncio.to_thread(self.sync)
+
+    def sync(self) -> None:
+        """fsync what was written since the last sync."""
+        if self._file is None or not self._dirty:
+            return
+        self._dirty = False
+        try:
+            os.fsync(self._file.fileno())
+        except (OSError, ValueError) as exc:
+            log.error("cannot fsync the audit file %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Flush, sync and close."""
+        if self._file is None:
+            return
+        try:
+            self._file.flush()
+            if self.fsync != "never":
+                os.fsync(self._file.fileno())
+        except OSError as exc:
+            log.error("cannot flush the audit file %s: %s", self.path, exc)
+        self._file.close()
+        self._file = None

@@ -1,0 +1,165 @@
+"""The `automationd` command: run the daemon, check rules files, receive webhooks for trying out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from automationd import __version__
+from automationd.config import Config, ConfigError, load_config
+from automationd.engine import Engine, utc_now
+from automationd.events import format_timestamp
+from automationd.server import create_app
+
+log = logging.getLogger("automationd")
+
+
+def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.environ) -> int:
+    """Entry point of the console script; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="automationd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"automationd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument(
+        "--config",
+        type=Path,
+        default=Path(environ.get("AUTOMATIOND_CONFIG", "rules.yaml")),
+        help="rules file (default: $AUTOMATIOND_CONFIG, else ./rules.yaml)",
+    )
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    check = commands.add_parser("check", help="validate rules files and report every problem")
+    check.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+
+    receive = commands.add_parser(
+        "receive", help="print the webhooks sent to a local port (for trying rules out)"
+    )
+    receive.add_argument(
+        "--listen", default="127.0.0.1:8788", help="host:port (default %(default)s)"
+    )
+    receive.add_argument("--status", type=int, default=200, help="status to answer (default 200)")
+
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        return check_files(args.paths, environ)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "info").upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "receive":
+        host, _, port = args.listen.rpartition(":")
+        return asyncio.run(receive_webhooks(host.strip("[]"), int(port), args.status))
+    try:
+        config = load_config(args.config, state_directory=_state_directory(environ))
+    except ConfigError as exc:
+        for line in exc.lines():
+            log.error("%s", line)
+        log.error("not starting: %s has %d problem(s)", args.config, len(exc.problems))
+        return 1
+    return asyncio.run(serve(config))
+
+
+def _state_directory(environ: Mapping[str, str]) -> str | None:
+    """systemd's StateDirectory= (the first, when it names several)."""
+    value = environ.get("STATE_DIRECTORY")
+    return value.split(":", 1)[0] if value else None
+
+
+def check_files(paths: Sequence[Path], environ: Mapping[str, str]) -> int:
+    """`automationd check`: every problem of every file, one `file:line:column` line each."""
+    status = 0
+    for path in paths:
+        try:
+            config = load_config(path, state_directory=_state_directory(environ))
+        except ConfigError as exc:
+            for line in exc.lines():
+                print(line)
+            print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
+            status = 1
+        else:
+            count = len(config.automations)
+            print(f"{path}: OK ({count} automation{'s' if count != 1 else ''})")
+    return status
+
+
+async def serve(config: Config) -> int:
+    """Run the daemon until SIGTERM or SIGINT, then stop gracefully."""
+    engine = Engine.create(config)
+    runner = web.AppRunner(create_app(engine), access_log=None, handle_signals=False)
+    try:
+        await runner.setup()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    server = config.server
+    status = await _serve_until_signal(
+        runner, server.host, server.port, name=f"automationd {__version__}"
+    )
+    log.info("stopped")
+    return status
+
+
+async def _serve_until_signal(runner: web.AppRunner, host: str, port: int, *, name: str) -> int:
+    """Bind the runner's site, announce its address, serve until SIGTERM/SIGINT, clean up."""
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        await runner.cleanup()
+        return 1
+    for address in runner.addresses:
+        bound_host, bound_port = address[0], address[1]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        log.info("%s listening on http://%s:%d", name, shown, bound_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await runner.cleanup()
+    return 0
+
+
+async def receive_webhooks(host: str, port: int, status: int) -> int:
+    """`automationd receive`: print each request as one JSON line, answer `status`."""
+
+    async def handle(request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body: object = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        record = {
+            "time": format_timestamp(utc_now()),
+            "method": request.method,
+            "path": request.path_qs,
+            "headers": {
+                k: v
+                for k, v in request.headers.items()
+                if k.lower() not in {"host", "content-length"}
+            },
+            "body": body,
+        }
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+        return web.json_response({"ok": status < 400}, status=status)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    return await _serve_until_signal(
+        runner, host, port, name="receiving webhooks (Ctrl-C to stop);"
+    )

@@ -1,0 +1,522 @@
+"""The rules file: YAML text in, validated frozen objects (or every problem, located) out.
+
+Three passes, each reporting every problem it finds with `file:line:column`: YAML syntax
+(`yamldoc`), the JSON Schema (`rules.schema.json`, the authority on the format), then the
+checks a schema cannot make (duplicate names, JMESPath syntax, durations, templates naming
+attributes their event types do not provide). Nothing here does I/O but reading the schema
+file once, so every bad-file case is a plain unit test.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+import jmespath.parser
+import jsonschema
+from jsonschema.exceptions import ValidationError
+
+from automationd import yamldoc
+from automationd.actions import ActionSpec, SpecProblems
+from automationd.actions.registry import PARSERS
+from automationd.events import (
+    ANY,
+    BASE_ATTRIBUTES,
+    BUILTIN_TYPES,
+    EventType,
+    EventTypeResolver,
+    readable_name,
+)
+from automationd.templating import Template, TemplateError
+from automationd.yamldoc import Document, Position, Problem
+
+DocPath = yamldoc.Path
+
+DEFAULT_LISTEN = "127.0.0.1:8787"
+DEFAULT_MAX_BODY = 1024 * 1024
+
+NOT_YET = {
+    ("secrets",): "secrets",
+    ("smtp",): "the smtp: block (email actions)",
+    ("endpoints",): "the endpoints: block",
+    ("retry",): "retry policies",
+    ("prefect",): "the Prefect integration",
+    ("flow_slas",): "flow SLAs",
+    ("agent_slas",): "agent SLAs",
+    ("server", "tokens_file"): "bearer tokens",
+    ("server", "tls"): "TLS",
+}
+"""Parts of the rules format this build does not carry out yet: an error, never ignored."""
+
+
+class ConfigError(Exception):
+    """A rules file that cannot be used, with every problem found and where it is."""
+
+    def __init__(self, filename: str, problems: Sequence[Problem]) -> None:
+        self.filename = filename
+        self.problems = sorted(problems, key=lambda p: (p.position or Position(0, 0), p.message))
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """One `file:line:column: message` line per problem."""
+        return [p.render(self.filename) for p in self.problems]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Where and how the HTTP server listens."""
+
+    host: str
+    port: int
+    allow_unauthenticated: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """Where the audit trail goes and how often it is fsynced."""
+
+    path: Path
+    fsync: str = "batch"
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """One `match:` entry: the value at `path` must equal one of `values`."""
+
+    path: tuple[str, ...]
+    values: tuple[object, ...]
+
+    @property
+    def attribute(self) -> str:
+        return ".".join(self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class Automation:
+    """A hook: event types, matchers, an optional condition, and actions."""
+
+    name: str
+    on: tuple[str, ...]
+    match: tuple[Matcher, ...]
+    when: str | None
+    condition: jmespath.parser.ParsedResult | None = field(compare=False)
+    actions: tuple[ActionSpec, ...]
+    enabled: bool = True
+    description: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A loaded rules file."""
+
+    source: Path
+    sha256: str
+    server: ServerConfig
+    audit: AuditConfig
+    event_types: Mapping[str, EventType]
+    automations: tuple[Automation, ...]
+
+    def resolver(self) -> EventTypeResolver:
+        """Type name -> EventType for this file's declared types."""
+        return EventTypeResolver(self.event_types)
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The rules JSON Schema shipped with the package."""
+    text = resources.files("automationd").joinpath("rules.schema.json").read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema())
+
+
+def load_config(path: Path, state_directory: str | None = None) -> Config:
+    """Read and parse a rules file; raises ConfigError (also for an unreadable file)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            str(path), [Problem(None, f"cannot read the file: {exc.strerror}")]
+        ) from None
+    return parse_config(data, path, state_directory=state_directory)
+
+
+def parse_config(data: bytes, source: Path, *, state_directory: str | None = None) -> Config:
+    """Parse rules from bytes. Relative paths resolve against `state_directory`, else the
+    directory of `source`. Raises ConfigError listing every problem."""
+    filename = str(source)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            filename, [Problem(None, f"the file is not UTF-8 (byte {exc.start})")]
+        ) from None
+    try:
+        doc = yamldoc.load(text)
+    except yamldoc.YamlError as exc:
+        raise ConfigError(filename, exc.problems) from None
+    checker = _Checker(doc)
+    checker.check_schema()
+    config = checker.build(source, hashlib.sha256(data).hexdigest(), state_directory)
+    if checker.problems or config is None:
+        raise ConfigError(filename, checker.problems)
+    return config
+
+
+def _where(path: DocPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "the file"
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _strings(values: object) -> list[str]:
+    return [str(v) for v in values] if isinstance(values, list | tuple) else []
+
+
+def _local_ref(ref: str) -> dict[str, Any]:
+    node: Any = schema()
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    result: dict[str, Any] = node
+    return result
+
+
+def _allowed_keys(subschema: Mapping[str, Any]) -> set[str]:
+    keys = set(subschema.get("properties", {}))
+    ref = subschema.get("$ref")
+    if isinstance(ref, str):
+        keys |= _allowed_keys(_local_ref(ref))
+    return keys
+
+
+class _Checker:
+    """Collects every problem of one document, then builds the Config if there are none."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.problems: list[Problem] = []
+        self.bad_paths: list[DocPath] = []
+
+    def add(self, path: DocPath, message: str, *, at_key: bool = False) -> None:
+        where = self.doc.key_position(path) if at_key else self.doc.position(path)
+        self.problems.append(Problem(where, f"{_where(path)}: {message}"))
+
+    def clean(self, path: DocPath) -> bool:
+        """Whether the schema found nothing wrong at or below `path`."""
+        return not any(bad[: len(path)] == path for bad in self.bad_paths)
+
+    # --- pass 2: the schema
+
+    def check_schema(self) -> None:
+        for error in _validator().iter_errors(self.doc.data):
+            self._schema_error(error)
+
+    def _schema_error(self, error: ValidationError) -> None:
+        path: DocPath = tuple(error.absolute_path)
+        self.bad_paths.append(path)
+        if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(
+            error.instance, dict
+        ):
+            allowed = _allowed_keys(error.schema) if isinstance(error.schema, dict) else set()
+            for key in error.instance:
+                if key not in allowed:
+                    self.add(
+                        (*path, key), f"unknown key '{key}'{_suggest(key, allowed)}", at_key=True
+                    )
+            return
+        if "propertyNames" in error.absolute_schema_path and isinstance(error.instance, str):
+            key = error.instance
+            if error.validator == "enum":
+                choices = _strings(error.validator_value)
+                listed = ", ".join(choices)
+                message = f"unknown action kind '{key}'{_suggest(key, choices)} (kinds: {listed})"
+            else:
+                message = f"'{key}' is not an allowed name here ({error.message})"
+            self.add((*path, key), message, at_key=True)
+            return
+        message = error.message
+        if error.validator in ("anyOf", "oneOf") and isinstance(error.schema, dict):
+            description = error.schema.get("description")
+            if description:
+                message = f"{json.dumps(error.instance)[:80]} is not valid: {description}"
+        elif error.validator == "enum" and isinstance(error.instance, str):
+            message += _suggest(error.instance, _strings(error.validator_value))
+        elif error.validator in ("minProperties", "maxProperties") and path[-2:-1] == ("actions",):
+            message = "an action needs exactly one key naming its kind, e.g. webhook: {url: ...}"
+        self.add(path, message)
+
+    # --- pass 3: what the schema cannot say, then the frozen objects
+
+    def build(self, source: Path, sha256: str, state_directory: str | None) -> Config | None:
+        data = self.doc.data
+        if not isinstance(data, dict):
+            return None
+        for path, feature in NOT_YET.items():
+            if self._get(path) is not None:
+                self.add(
+                    path,
+                    f"{feature} are not available in this version of automationd yet",
+                    at_key=True,
+                )
+        server = self._server(data.get("server") or {})
+        audit = self._audit(data.get("audit") or {}, source, state_directory)
+        event_types = self._event_types(data.get("event_types") or {})
+        resolver = EventTypeResolver(event_types)
+        automations = self._automations(data.get("automations"), resolver)
+        if server is None or audit is None or automations is None:
+            return None
+        return Config(source, sha256, server, audit, event_types, automations)
+
+    def _get(self, path: DocPath) -> object:
+        node: object = self.doc.data
+        for part in path:
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    def _server(self, raw: dict[str, Any]) -> ServerConfig | None:
+        if not self.clean(("server",)):
+            return None
+        listen = str(raw.get("listen", DEFAULT_LISTEN))
+        host, _, port_text = listen.rpartition(":")
+        host = host.strip("[]")
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            self.add(("server", "listen"), f"port {port} is out of range (0-65535)")
+            return None
+        allow = bool(raw.get("allow_unauthenticated", False))
+        if not _is_loopback(host) and not allow:
+            self.add(
+                ("server", "listen"),
+                f"listening on {host}, which is not a loopback address, exposes the event API "
+                "without authentication; set server.allow_unauthenticated: true to do it anyway",
+            )
+            return None
+        return ServerConfig(host, port, allow, int(raw.get("max_body_bytes", DEFAULT_MAX_BODY)))
+
+    def _audit(
+        self, raw: dict[str, Any], source: Path, state_directory: str | None
+    ) -> AuditConfig | None:
+        if not self.clean(("audit",)):
+            return None
+        base = Path(state_directory) if state_directory else source.parent
+        return AuditConfig(
+            base / str(raw.get("path", "audit.jsonl")), str(raw.get("fsync", "batch"))
+        )
+
+    def _event_types(self, raw: dict[str, Any]) -> dict[str, EventType]:
+        declared: dict[str, EventType] = {}
+        for name, spec in raw.items():
+            path: DocPath = ("event_types", name)
+            if not self.clean(path):
+                continue
+            if name in BUILTIN_TYPES:
+                self.add(
+                    path, f"'{name}' is a built-in event type and cannot be redeclared", at_key=True
+                )
+                continue
+            attributes = {str(a): ANY for a in spec.get("attributes", [])}
+            message = self._template((*path, "message"), str(spec.get("message", "{type}")))
+            event_type = EventType(
+                name, readable_name(name), message or Template.parse("{type}"), attributes
+            )
+            if message is not None:
+                self._check_fields((*path, "message"), message, [event_type])
+            declared[name] = event_type
+        return declared
+
+    def _template(self, path: DocPath, text: str) -> Template | None:
+        try:
+            return Template.parse(text)
+        except TemplateError as exc:
+            self.add(path, f"template error at character {exc.offset + 1}: {exc.message}")
+            return None
+
+    def _automations(
+        self, raw: object, resolver: EventTypeResolver
+    ) -> tuple[Automation, ...] | None:
+        if not isinstance(raw, list):
+            return None
+        built: list[Automation] = []
+        names: dict[str, int] = {}
+        ok = True
+        for i, item in enumerate(raw):
+            path: DocPath = ("automations", i)
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                name = item["name"]
+                where = self.doc.position((*path, "name"))
+                if name in names:
+                    self.add(
+                        (*path, "name"),
+                        f"duplicate automation name '{name}' (first at line {names[name]})",
+                    )
+                    ok = False
+                elif where is not None:
+                    names[name] = where.line
+            automation = self._automation(path, item, resolver) if isinstance(item, dict) else None
+            if automation is None:
+                ok = False
+            else:
+                built.append(automation)
+        return tuple(built) if ok else None
+
+    def _automation(
+        self, path: DocPath, raw: dict[str, Any], resolver: EventTypeResolver
+    ) -> Automation | None:
+        """Check every part the schema found sound; build the Automation if all of it is."""
+        before = len(self.problems)
+        on_raw = raw.get("on")
+        types = None
+        if on_raw is not None and self.clean((*path, "on")):
+            types = self._event_types_of(path, on_raw, resolver)
+        matchers = []
+        match = raw.get("match")
+        if isinstance(match, dict) and self.clean((*path, "match")):
+            for attribute, expected in match.items():
+                self._check_attribute((*path, "match", attribute), attribute, types, at_key=True)
+                values = tuple(expected) if isinstance(expected, list) else (expected,)
+                matchers.append(Matcher(tuple(attribute.split(".")), values))
+        condition = None
+        when = raw.get("when")
+        if isinstance(when, str) and self.clean((*path, "when")):
+            try:
+                condition = jmespath.compile(when)
+            except jmespath.exceptions.JMESPathError as exc:
+                self.add((*path, "when"), f"invalid JMESPath condition: {_jmespath_message(exc)}")
+        if "cooldown" in raw:
+            self.add(
+                (*path, "cooldown"),
+                "cooldowns are not available in this version of automationd yet",
+                at_key=True,
+            )
+        actions = []
+        blocks = raw.get("actions")
+        for j, block in enumerate(blocks if isinstance(blocks, list) else []):
+            action_path = (*path, "actions", j)
+            if isinstance(block, dict) and len(block) == 1 and self.clean(action_path):
+                action = self._action(action_path, block, types)
+                if action is not None:
+                    actions.append(action)
+        if len(self.problems) > before or not self.clean(path):
+            return None
+        where = self.doc.position(path)
+        return Automation(
+            name=raw["name"],
+            on=(on_raw,) if isinstance(on_raw, str) else tuple(on_raw or ()),
+            match=tuple(matchers),
+            when=when,
+            condition=condition,
+            actions=tuple(actions),
+            enabled=bool(raw.get("enabled", True)),
+            description=str(raw.get("description", "")),
+            line=where.line if where else 0,
+        )
+
+    def _event_types_of(
+        self, path: DocPath, on: str | list[str], resolver: EventTypeResolver
+    ) -> list[EventType] | None:
+        """The types whose attributes templates must find; None when any attribute may come."""
+        types: list[EventType] = []
+        unrestricted = False
+        for k, name in enumerate([on] if isinstance(on, str) else on):
+            if any(c in name for c in "*?["):
+                unrestricted = True
+                continue
+            known = resolver.known(name)
+            if known is not None:
+                types.append(known)
+                continue
+            near = difflib.get_close_matches(name, list(BUILTIN_TYPES), n=1, cutoff=0.85)
+            if near:
+                self.add(
+                    (*path, "on") if isinstance(on, str) else (*path, "on", k),
+                    f"unknown event type '{name}'; did you mean '{near[0]}'? "
+                    "(declare it under event_types: if it is a custom type)",
+                )
+            unrestricted = True
+        return None if unrestricted else types
+
+    def _check_attribute(
+        self, path: DocPath, attribute: str, types: list[EventType] | None, *, at_key: bool = False
+    ) -> None:
+        if types is None:
+            return
+        first = attribute.split(".", 1)[0]
+        for event_type in types:
+            if not event_type.provides(first):
+                hint = _suggest(first, [*BASE_ATTRIBUTES, *(event_type.attributes or {})])
+                message = f"'{first}' is not an attribute of {event_type.type} events{hint}"
+                self.add(path, message, at_key=at_key)
+                return
+
+    def _check_fields(
+        self, path: DocPath, template: Template, types: list[EventType] | None
+    ) -> None:
+        for template_field in template.fields():
+            self._check_attribute(path, template_field.name, types)
+
+    def _action(
+        self, path: DocPath, block: dict[str, Any], types: list[EventType] | None
+    ) -> ActionSpec | None:
+        ((kind, options),) = block.items()
+        if kind not in PARSERS:
+            self.add(
+                (*path, kind),
+                f"the {kind} action is not available in this version of automationd yet",
+                at_key=True,
+            )
+            return None
+        try:
+            action = PARSERS[kind](options or {})
+        except SpecProblems as exc:
+            for sub, message in exc.problems:
+                self.add((*path, kind, *sub), message)
+            return None
+        for sub, template in action.templates():
+            for template_field in template.fields():
+                self._check_attribute((*path, kind, *sub), template_field.name, types)
+        return action
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _jmespath_message(exc: jmespath.exceptions.JMESPathError) -> str:
+    position = getattr(exc, "lex_position", None)
+    detail = getattr(exc, "msg", None) or str(exc).splitlines()[0]
+    token = getattr(exc, "token_value", None)
+    text = str(detail)
+    if token not in (None, ""):
+        text += f" (found {token!r})"
+    if isinstance(position, int):
+        text += f" at character {position + 1}"
+    return text

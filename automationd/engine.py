@@ -1,0 +1,213 @@
+"""The engine: the one place that wires events -> automations -> actions -> audit.
+
+It owns the live rules (config, type resolver and automation index, swapped as one
+reference), the queue between the HTTP handler and the matcher, and the tasks of running
+actions. One bad automation or action never stops the loop: failures are caught at the
+automation and action boundaries, logged and audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from automationd import __version__
+from automationd.actions import ActionContext, ActionError, ActionSpec
+from automationd.audit import AuditLog
+from automationd.config import Automation, Config
+from automationd.events import EventError, EventTypeResolver, normalise
+from automationd.matching import AutomationIndex
+
+log = logging.getLogger("automationd.engine")
+
+STOP_GRACE_SECONDS = 30.0
+
+
+def utc_now() -> datetime:
+    """The real clock; tests inject their own."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """Everything derived from one config, swapped in one step on reload."""
+
+    config: Config
+    resolver: EventTypeResolver
+    index: AutomationIndex
+
+    @classmethod
+    def of(cls, config: Config) -> Rules:
+        return cls(config, config.resolver(), AutomationIndex(config.automations))
+
+
+@dataclass(slots=True)
+class Engine:
+    """Accepts events, matches them against the live rules, runs and audits actions."""
+
+    rules: Rules
+    audit: AuditLog
+    clock: Callable[[], datetime] = utc_now
+    _queue: asyncio.Queue[dict[str, object]] = field(default_factory=asyncio.Queue)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _worker: asyncio.Task[None] | None = None
+    _syncer: asyncio.Task[None] | None = None
+    _http: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def create(cls, config: Config, *, clock: Callable[[], datetime] = utc_now) -> Engine:
+        """An engine for `config` writing the audit trail the config names."""
+        audit = AuditLog(config.audit.path, fsync=config.audit.fsync, clock=clock)
+        return cls(Rules.of(config), audit, clock)
+
+    @property
+    def config(self) -> Config:
+        return self.rules.config
+
+    async def start(self) -> None:
+        """Open the audit trail and the HTTP client, start matching queued events."""
+        self.audit.open()
+        self._http = aiohttp.ClientSession(
+            headers={"User-Agent": f"automationd/{__version__}"},
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        self._worker = asyncio.create_task(self._match_queued(), name="automationd-matcher")
+        self._syncer = asyncio.create_task(
+            self.audit.sync_periodically(), name="automationd-audit-sync"
+        )
+        config = self.config
+        self.audit.write(
+            "config.loaded",
+            path=str(config.source),
+            sha256=config.sha256,
+            automations=[a.name for a in config.automations],
+        )
+        log.info("loaded %s: %d automations", config.source, len(config.automations))
+
+    async def stop(self) -> None:
+        """Match what is queued, let running actions finish (up to 30 s), close the audit."""
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout=STOP_GRACE_SECONDS)
+        except TimeoutError:
+            log.error("stopping with %d events not yet matched", self._queue.qsize())
+        for task in (self._worker, self._syncer):
+            if task is not None:
+                task.cancel()
+        if self._tasks:
+            remaining = max(0.0, deadline - time.monotonic())
+            _, pending = await asyncio.wait(set(self._tasks), timeout=remaining)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.error(
+                    "stopping with %d actions still running; they were cancelled", len(pending)
+                )
+                await asyncio.wait(pending)
+        if self._http is not None:
+            await self._http.close()
+        self.audit.close()
+
+    def accept(self, raw_events: Sequence[object], *, batch: bool) -> list[str]:
+        """Normalise a request's events and queue them; all or none.
+
+        Raises EventError naming the field (prefixed with the item's index in a batch)."""
+        rules = self.rules
+        now = self.clock()
+        events = []
+        for i, raw in enumerate(raw_events):
+            try:
+                events.append(normalise(raw, rules.resolver, now))
+            except EventError as exc:
+                if not batch:
+                    raise
+                where = f"[{i}]" + (f".{exc.field}" if exc.field else "")
+                raise EventError(f"event {i} of the batch: {exc.message}", where, i) from None
+        for event in events:
+            self.audit.write(
+                "event.accepted", event_id=event["id"], event_type=event["type"], event=event
+            )
+            self._queue.put_nowait(event)
+        return [str(event["id"]) for event in events]
+
+    async def _match_queued(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                self.process(event)
+            except Exception:
+                log.exception("matching event %s failed", event.get("id"))
+            finally:
+                self._queue.task_done()
+
+    def process(self, event: dict[str, object]) -> None:
+        """Judge every automation of the event's type and start the actions of those that fire."""
+        for automation, verdict in self.rules.index.judge_all(event):
+            if verdict.error:
+                log.warning("automation %s: %s: %s", automation.name, verdict.reason, verdict.error)
+                self.audit.write(
+                    "automation.error",
+                    event_id=event["id"],
+                    automation=automation.name,
+                    error=f"{verdict.reason}: {verdict.error}",
+                )
+                continue
+            if not verdict.fired:
+                continue
+            self.audit.write("automation.matched", event_id=event["id"], automation=automation.name)
+            for index, action in enumerate(automation.actions):
+                self._spawn(self._run_action(automation, index, action, event))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_action(
+        self, automation: Automation, index: int, action: ActionSpec, event: dict[str, object]
+    ) -> None:
+        """Run one action once and audit the outcome; never raises."""
+        assert self._http is not None
+        ctx = ActionContext(event, automation.name, index, self._http)
+        common = {
+            "event_id": event["id"],
+            "automation": automation.name,
+            "action": action.kind,
+            "action_index": index,
+        }
+        started = time.monotonic()
+        outcome: dict[str, object]
+        try:
+            result = await action.run(ctx)
+            kind, outcome = "action.succeeded", {"status": result.status, "response": result.detail}
+        except ActionError as exc:
+            log.warning("%s #%d of %s failed: %s", action.kind, index, automation.name, exc.message)
+            kind, outcome = (
+                "action.failed",
+                {
+                    "status": exc.status,
+                    "error": exc.message,
+                    "retryable": exc.retryable,
+                    "response": exc.detail,
+                },
+            )
+        except Exception as exc:
+            log.exception("%s #%d of %s crashed", action.kind, index, automation.name)
+            kind, outcome = (
+                "action.failed",
+                {
+                    "status": None,
+                    "error": f"internal error: {type(exc).__name__}",
+                    "retryable": False,
+                    "response": None,
+                },
+            )
+        latency_ms = round((time.monotonic() - started) * 1000, 1)
+        self.audit.write(kind, **common, latency_ms=latency_ms, **outcome)

@@ -1,0 +1,85 @@
+"""The HTTP API: handlers only parse, hand events to the engine, and answer.
+
+Every error is a JSON body `{"error": ..., "field": ...}` with a 4xx status; nothing a client
+sends can produce a 500 (a bug still would, logged with its traceback, as a JSON 500).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from automationd import __version__
+from automationd.engine import Engine
+from automationd.events import EventError, parse_json, split_batch
+
+log = logging.getLogger("automationd.server")
+
+ENGINE = web.AppKey("engine", Engine)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str, field: str | None = None, **extra: object) -> web.Response:
+    """The JSON error answer every endpoint gives."""
+    return web.json_response({"error": message, "field": field, **extra}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn aiohttp's own HTTP errors (404, 405, 413) and bugs into JSON answers."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error(500, "internal error; the daemon logged the details")
+
+
+def create_app(engine: Engine) -> web.Application:
+    """The aiohttp application serving `engine`; starting it starts the engine."""
+    app = web.Application(
+        client_max_size=engine.config.server.max_body_bytes, middlewares=[json_errors]
+    )
+    app[ENGINE] = engine
+    app.router.add_post("/events", post_events)
+    app.router.add_get("/healthz", get_healthz)
+    app.cleanup_ctx.append(engine_lifecycle)
+    return app
+
+
+async def engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Start the engine with the app, stop it (draining actions) when the app stops."""
+    await app[ENGINE].start()
+    yield
+    await app[ENGINE].stop()
+
+
+async def post_events(request: web.Request) -> web.Response:
+    """Accept one event object or an array of them; 202 with their ids."""
+    engine = request.app[ENGINE]
+    limit = engine.config.server.max_body_bytes
+    too_large = error(413, f"the body is larger than server.max_body_bytes ({limit} bytes)")
+    if request.content_length is not None and request.content_length > limit:
+        return too_large
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return too_large
+    try:
+        events, batch = split_batch(parse_json(body))
+        ids = engine.accept(events, batch=batch)
+    except EventError as exc:
+        extra = {} if exc.index is None else {"index": exc.index}
+        return error(400, exc.message, exc.field, **extra)
+    return web.json_response({"accepted": ids}, status=202)
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok", "version": __version__})

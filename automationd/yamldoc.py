@@ -1,0 +1,162 @@
+"""YAML into plain data plus the line and column of every node, so errors can point at them.
+
+YAML 1.1, which PyYAML speaks, turns `on`, `no` and `yes` into booleans, `1:30` into 90 and
+`2026-01-01` into a date, and silently keeps the last of duplicate keys. A rules file wants
+none of that: this loader resolves only `true`/`false` as booleans, plain decimal numbers as
+numbers, never timestamps, and reports duplicate keys.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """A 1-based line and column in a file."""
+
+    line: int
+    column: int
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a file, where it is, and what."""
+
+    position: Position | None
+    message: str
+
+    def render(self, filename: str) -> str:
+        """`file:line:column: message`, the form editors and compilers use."""
+        if self.position is None:
+            return f"{filename}: {self.message}"
+        return f"{filename}:{self.position.line}:{self.position.column}: {self.message}"
+
+
+@dataclass(slots=True)
+class Document:
+    """Parsed YAML data, with the position of each value and of each mapping key by path."""
+
+    data: object
+    values: dict[Path, Position] = field(default_factory=dict)
+    keys: dict[Path, Position] = field(default_factory=dict)
+
+    def position(self, path: Path) -> Position | None:
+        """Where the value at `path` starts, or the nearest enclosing value that has one."""
+        while True:
+            if path in self.values:
+                return self.values[path]
+            if not path:
+                return None
+            path = path[:-1]
+
+    def key_position(self, path: Path) -> Position | None:
+        """Where the key naming the value at `path` is written, else the value's position."""
+        return self.keys.get(path) or self.position(path)
+
+
+class YamlError(Exception):
+    """The text is not one well-formed YAML document; `problems` says where and why."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = problems
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 core scalars: no yes/no/on/off, no sexagesimal, no dates."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT, _TIMESTAMP)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(
+        r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _position(node: Node) -> Position:
+    mark = node.start_mark
+    return Position(mark.line + 1, mark.column + 1)
+
+
+def load(text: str) -> Document:
+    """Parse one YAML document; raises YamlError with every problem found, each located."""
+    loader = _Loader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = Position(mark.line + 1, mark.column + 1) if mark else None
+            what = " ".join(str(s) for s in (exc.context, exc.problem) if s)
+            raise YamlError([Problem(where, f"invalid YAML: {what}")]) from None
+        except yaml.YAMLError as exc:
+            raise YamlError([Problem(None, f"invalid YAML: {exc}")]) from None
+        if root is None:
+            raise YamlError([Problem(Position(1, 1), "the file is empty (no YAML document)")])
+        doc = Document(None)
+        problems: list[Problem] = []
+        doc.data = _build(loader, root, (), doc, problems)
+        if problems:
+            raise YamlError(problems)
+        return doc
+    finally:
+        loader.dispose()
+
+
+def _build(
+    loader: _Loader, node: Node, path: Path, doc: Document, problems: list[Problem]
+) -> object:
+    doc.values[path] = _position(node)
+    if isinstance(node, MappingNode):
+        loader.flatten_mapping(node)
+        result: dict[str, object] = {}
+        first_seen: dict[str, Position] = {}
+        for key_node, value_node in node.value:
+            where = _position(key_node)
+            if not isinstance(key_node, ScalarNode):
+                problems.append(Problem(where, "a mapping key must be plain text"))
+                continue
+            key = str(key_node.value)
+            if key in first_seen:
+                first = first_seen[key]
+                problems.append(
+                    Problem(where, f"duplicate key '{key}' (first at line {first.line})")
+                )
+                continue
+            first_seen[key] = where
+            doc.keys[(*path, key)] = where
+            result[key] = _build(loader, value_node, (*path, key), doc, problems)
+        return result
+    if isinstance(node, SequenceNode):
+        return [
+            _build(loader, item, (*path, i), doc, problems) for i, item in enumerate(node.value)
+        ]
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        problems.append(Problem(_position(node), f"invalid value: {exc}"))
+        return None
