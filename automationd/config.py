@@ -491,11 +491,12 @@ class _Checker:
             return None
         try:
             action = PARSERS[kind](options or {})
+            templates = list(action.templates())
         except SpecProblems as exc:
             for sub, message in exc.problems:
                 self.add((*path, kind, *sub), message)
-            return None
-        for sub, template in action.templates():
+            templates, action = exc.parsed, None
+        for sub, template in templates:
             for template_field in template.fields():
                 self._check_attribute((*path, kind, *sub), template_field.name, types)
         return action

@@ -171,24 +171,38 @@ class JsonTemplateError(ValueError):
         self.error = error
 
 
-def compile_json(value: object, path: tuple[str | int, ...] = ()) -> JsonNode:
-    """Compile a YAML/JSON value: every string (key or value) becomes a Template."""
-    if isinstance(value, str):
+def compile_json(
+    value: object,
+    path: tuple[str | int, ...] = (),
+    errors: list[JsonTemplateError] | None = None,
+) -> JsonNode:
+    """Compile a YAML/JSON value: every string (key or value) becomes a Template.
+
+    A bad template raises JsonTemplateError, or, when `errors` is given, is appended to it
+    (and kept as literal text) so that every bad template is found in one pass."""
+
+    def parse(text: str, where: tuple[str | int, ...]) -> Template:
         try:
-            return Template.parse(value)
+            return Template.parse(text)
         except TemplateError as exc:
-            raise JsonTemplateError(path, exc) from None
+            if errors is None:
+                raise JsonTemplateError(where, exc) from None
+            errors.append(JsonTemplateError(where, exc))
+            return Template(text, (text,))
+
+    if isinstance(value, str):
+        return parse(value, path)
     if isinstance(value, Mapping):
-        items = []
-        for key, item in value.items():
-            try:
-                key_template = Template.parse(str(key))
-            except TemplateError as exc:
-                raise JsonTemplateError((*path, str(key)), exc) from None
-            items.append((key_template, compile_json(item, (*path, str(key)))))
-        return ObjectNode(tuple(items))
+        return ObjectNode(
+            tuple(
+                (parse(str(key), (*path, str(key))), compile_json(item, (*path, str(key)), errors))
+                for key, item in value.items()
+            )
+        )
     if isinstance(value, list):
-        return ArrayNode(tuple(compile_json(item, (*path, i)) for i, item in enumerate(value)))
+        return ArrayNode(
+            tuple(compile_json(item, (*path, i), errors) for i, item in enumerate(value))
+        )
     if value is None or isinstance(value, bool | int | float):
         return value
     raise TypeError(f"not a JSON value: {type(value).__name__}")

@@ -85,9 +85,12 @@ class ActionSpec(Protocol):
 class SpecProblems(Exception):
     """Problems in one action block, each with its path inside the block."""
 
-    def __init__(self, problems: list[tuple[Path, str]]) -> None:
+    def __init__(
+        self, problems: list[tuple[Path, str]], parsed: list[tuple[Path, Template]] | None = None
+    ) -> None:
         super().__init__("; ".join(message for _, message in problems))
         self.problems = problems
+        self.parsed = parsed or []
 
 
 class OptionReader:
@@ -96,6 +99,7 @@ class OptionReader:
     def __init__(self, options: Mapping[str, object]) -> None:
         self.options = options
         self.problems: list[tuple[Path, str]] = []
+        self.parsed: list[tuple[Path, Template]] = []
 
     def template(self, key: str, default: str | None = None) -> Template | None:
         """The option `key` parsed as a template, else `default` parsed, else None."""
@@ -103,10 +107,12 @@ class OptionReader:
         if text is None:
             return None
         try:
-            return Template.parse(str(text))
+            template = Template.parse(str(text))
         except TemplateError as exc:
             self.problems.append(((key,), template_problem(exc)))
             return None
+        self.parsed.append(((key,), template))
+        return template
 
     def timeout(self) -> float:
         """The per-attempt timeout in seconds (default 10 s)."""
@@ -123,9 +129,10 @@ class OptionReader:
         return seconds
 
     def done(self) -> None:
-        """Raise SpecProblems if anything was wrong."""
+        """Raise SpecProblems if anything was wrong (with the templates that did parse, so
+        their fields can still be checked)."""
         if self.problems:
-            raise SpecProblems(self.problems)
+            raise SpecProblems(self.problems, self.parsed)
 
 
 def template_problem(exc: TemplateError) -> str:

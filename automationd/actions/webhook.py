@@ -66,16 +66,18 @@ def parse(options: Mapping[str, object]) -> WebhookAction:
     reader = OptionReader(options)
     payload: JsonNode | None = None
     if "payload" in options:
-        try:
-            payload = compile_json(options["payload"])
-        except JsonTemplateError as exc:
-            reader.problems.append((("payload", *exc.path), template_problem(exc.error)))
+        errors: list[JsonTemplateError] = []
+        payload = compile_json(options["payload"], errors=errors)
+        reader.problems.extend((("payload", *e.path), template_problem(e.error)) for e in errors)
+        reader.parsed.extend((("payload", *p), t) for p, t in json_templates(payload))
     raw_headers = options.get("headers", DEFAULT_HEADERS)
     headers: list[tuple[Template, Template]] = []
     if isinstance(raw_headers, Mapping):
         for name, value in raw_headers.items():
             try:
-                headers.append((Template.parse(str(name)), Template.parse(str(value))))
+                header = (Template.parse(str(name)), Template.parse(str(value)))
+                headers.append(header)
+                reader.parsed.extend((("headers", str(name)), t) for t in header)
             except TemplateError as exc:
                 reader.problems.append((("headers", str(name)), template_problem(exc)))
     timeout = reader.timeout()

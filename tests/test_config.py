@@ -1,0 +1,238 @@
+"""The rules file: every problem at once, each at its file:line:column."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from automationd.actions.webhook import WebhookAction
+from automationd.config import Config, ConfigError, parse_config
+
+SOURCE = Path("/etc/automationd/rules.yaml")
+
+
+def parse(text: str, **kwargs: str) -> Config:
+    return parse_config(textwrap.dedent(text).encode(), SOURCE, **kwargs)
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    return caught.value.lines()
+
+
+GOOD = """\
+    version: 1
+    server: {listen: "127.0.0.1:9999", max_body_bytes: 2048}
+    audit: {path: trail.jsonl, fsync: always}
+    event_types:
+      deploy_finished: {message: "Deployed {app} {version}", attributes: [app, version]}
+    automations:
+      - name: page
+        on: [flow_run_state_change]
+        match: {state: [Failed, Crashed], flow_name: nightly}
+        when: "contains(tags || `[]`, 'prod')"
+        actions:
+          - webhook:
+              url: http://127.0.0.1:1/hook
+              payload: {text: "{flow_run_name} {state}", link: "{flow_run_link}"}
+              headers: {X-Run: "{flow_run_id}"}
+              timeout: 1.5s
+      - name: deploys
+        on: deploy_finished
+        enabled: false
+        actions:
+          - webhook: {url: "https://example.com/x"}
+      - name: ci
+        on: [ci_job]
+        match: {labels.env: prod}
+        actions:
+          - webhook: {url: "http://127.0.0.1:1/ci", payload: {env: "{labels.env}"}}
+      - name: everything
+        on: ["*"]
+        actions:
+          - webhook: {url: "http://127.0.0.1:1/all", payload: {any: "{whatever.nested}"}}
+"""
+
+
+def test_a_good_file_becomes_frozen_objects() -> None:
+    config = parse(GOOD)
+    assert config.server.port == 9999
+    assert config.server.max_body_bytes == 2048
+    assert config.audit.path == SOURCE.parent / "trail.jsonl"
+    assert config.audit.fsync == "always"
+    page, deploys, ci, everything = config.automations
+    assert page.on == ("flow_run_state_change",)
+    assert [(m.path, m.values) for m in page.match] == [
+        (("state",), ("Failed", "Crashed")),
+        (("flow_name",), ("nightly",)),
+    ]
+    assert [(m.path, m.values) for m in ci.match] == [(("labels", "env"), ("prod",))]
+    assert page.condition is not None
+    (action,) = page.actions
+    assert isinstance(action, WebhookAction)
+    assert action.timeout == 1.5
+    assert deploys.on == ("deploy_finished",)
+    assert not deploys.enabled
+    assert everything.on == ("*",)
+    assert len(config.sha256) == 64
+    with pytest.raises(AttributeError):
+        config.server = config.server  # type: ignore[misc]
+
+
+def test_defaults_and_state_directory() -> None:
+    config = parse("version: 1\nautomations: []\n", state_directory="/var/lib/automationd")
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 8787)
+    assert config.server.max_body_bytes == 1024 * 1024
+    assert config.audit.path == Path("/var/lib/automationd/audit.jsonl")
+    assert config.audit.fsync == "batch"
+
+
+def test_empty_and_half_written_files_are_invalid_never_no_rules() -> None:
+    assert problems("") == [f"{SOURCE}:1:1: the file is empty (no YAML document)"]
+    assert problems("version: 1\n") == [
+        f"{SOURCE}:1:1: the file: 'automations' is a required property"
+    ]
+    half = (
+        "version: 1\nautomations:\n  - name: a\n    on: [x]\n    actions:\n      - webhook: {url: "
+    )
+    (line,) = problems(half)
+    assert line.startswith(f"{SOURCE}:6:24: invalid YAML")
+
+
+def test_every_problem_is_reported_at_its_line_and_column() -> None:
+    text = """\
+        version: 1
+        bogus: true
+        automations:
+          - name: a
+            on: [flow_run_state_change]
+            match: {state: Failed, flow_nme: x}
+            when: "a[?"
+            actions:
+              - webhook:
+                  url: http://127.0.0.1:1/x
+                  payload: {text: "{flow_run_nam}", n: "{id} {oops"}
+              - slak: {}
+          - name: a
+            on: flow_run_state_changed
+            actions:
+              - webhook: {url: "http://x", timeout: 5x, bogus: 1}
+              - {}
+    """
+    assert problems(text) == [
+        f"{SOURCE}:2:1: bogus: unknown key 'bogus'",
+        f"{SOURCE}:6:28: automations[0].match.flow_nme: 'flow_nme' is not an attribute of "
+        "flow_run_state_change events; did you mean 'flow_name'?",
+        f"{SOURCE}:7:11: automations[0].when: invalid JMESPath condition: Invalid jmespath "
+        "expression at character 4",
+        f"{SOURCE}:11:27: automations[0].actions[0].webhook.payload.text: 'flow_run_nam' is not "
+        "an attribute of flow_run_state_change events; did you mean 'flow_run_name'?",
+        f"{SOURCE}:11:48: automations[0].actions[0].webhook.payload.n: template error at "
+        "character 6: '{' is never closed (write '{{' for a literal brace)",
+        f"{SOURCE}:12:9: automations[0].actions[1].slak: unknown action kind 'slak'; did you "
+        "mean 'slack'? (kinds: webhook, slack, teams, email, twilio, pagerduty, cancel_flow_run, "
+        "pause_schedule, start_flow_run)",
+        f"{SOURCE}:13:11: automations[1].name: duplicate automation name 'a' (first at line 4)",
+        f"{SOURCE}:14:9: automations[1].on: unknown event type 'flow_run_state_changed'; did you "
+        "mean 'flow_run_state_change'? (declare it under event_types: if it is a custom type)",
+        f'{SOURCE}:16:45: automations[1].actions[0].webhook.timeout: "5x" is not valid: A '
+        "duration: 500ms, 30s, 15m, 2h, 7d, combinations like 1h30m, or a number of seconds.",
+        f"{SOURCE}:16:49: automations[1].actions[0].webhook.bogus: unknown key 'bogus'",
+        f"{SOURCE}:17:9: automations[1].actions[1]: an action needs exactly one key naming its "
+        "kind, e.g. webhook: {url: ...}",
+    ]
+
+
+def test_templates_are_checked_against_every_event_type_listed() -> None:
+    text = """\
+        version: 1
+        automations:
+          - name: a
+            on: [flow_run_state_change, flow_sla_failure]
+            actions:
+              - webhook: {url: "http://127.0.0.1:1/", payload: {k: "{kind}"}}
+    """
+    (line,) = problems(text)
+    assert "'kind' is not an attribute of flow_run_state_change events" in line
+
+
+def test_declared_custom_types_are_checked_and_undeclared_accept_anything() -> None:
+    text = """\
+        version: 1
+        event_types:
+          deploy_finished: {message: "Deployed {ap}", attributes: [app]}
+          flow_run_state_change: {message: "x"}
+        automations:
+          - name: a
+            on: [deploy_finished]
+            actions: [{webhook: {url: "http://127.0.0.1:1/", payload: {v: "{version}"}}}]
+          - name: b
+            on: [backup_done]
+            actions: [{webhook: {url: "http://127.0.0.1:1/", payload: {v: "{anything.at.all}"}}}]
+    """
+    lines = problems(text)
+    assert lines == [
+        f"{SOURCE}:3:30: event_types.deploy_finished.message: 'ap' is not an attribute of "
+        "deploy_finished events; did you mean 'app'?",
+        f"{SOURCE}:4:3: event_types.flow_run_state_change: 'flow_run_state_change' is a built-in "
+        "event type and cannot be redeclared",
+        f"{SOURCE}:8:67: automations[0].actions[0].webhook.payload.v: 'version' is not an "
+        "attribute of deploy_finished events",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("snippet", "words"),
+    [
+        ("version: 2\nautomations: []\n", "1 was expected"),
+        ("version: 1\nautomations: {}\n", "is not of type 'array'"),
+        ("version: 1\nautomations: []\nserver: {listen: nowhere}\n", "does not match"),
+        ("version: 1\nautomations: []\nserver: {listen: '0.0.0.0:8787'}\n", "not a loopback"),
+        ("version: 1\nautomations: []\naudit: {fsync: sometimes}\n", "is not one of"),
+        ("version: 1\nautomations: []\nflow_slas: []\n", "flow SLAs are not available"),
+        ("version: 1\nautomations: []\nserver: {tokens_file: /x}\n", "bearer tokens are not"),
+        ("- just\n- a list\n", "is not of type 'object'"),
+    ],
+)
+def test_whole_file_problems(snippet: str, words: str) -> None:
+    lines = problems(snippet)
+    assert any(words in line for line in lines), lines
+
+
+def test_non_loopback_listen_needs_explicit_consent() -> None:
+    config = parse(
+        "version: 1\nautomations: []\n"
+        "server: {listen: '0.0.0.0:8787', allow_unauthenticated: true}\n"
+    )
+    assert config.server.host == "0.0.0.0"
+    config = parse("version: 1\nautomations: []\nserver: {listen: '[::1]:8787'}\n")
+    assert config.server.host == "::1"
+
+
+def test_kinds_not_built_yet_are_refused_not_ignored() -> None:
+    text = """\
+        version: 1
+        automations:
+          - name: a
+            on: [flow_run_state_change]
+            actions:
+              - slack: {webhook_url_secret: s}
+    """
+    assert problems(text) == [
+        f"{SOURCE}:6:9: automations[0].actions[0].slack: the slack action is not available in "
+        "this version of automationd yet"
+    ]
+
+
+def test_the_schema_describes_every_action_kind_and_is_2020_12() -> None:
+    schema = json.loads(Path("schema/rules.schema.json").read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    from automationd.actions.registry import ALL_KINDS, PARSERS
+
+    assert set(schema["$defs"]["action"]["properties"]) == set(ALL_KINDS)
+    assert schema["$defs"]["action"]["propertyNames"]["enum"] == list(ALL_KINDS)
+    assert set(PARSERS) <= set(ALL_KINDS)

@@ -1,0 +1,50 @@
+"""YAML with positions and YAML 1.2 scalars."""
+
+from __future__ import annotations
+
+import pytest
+
+from automationd import yamldoc
+
+
+def test_yaml_1_1_booleans_dates_and_sexagesimals_stay_text() -> None:
+    doc = yamldoc.load(
+        "on: [a]\nno: yes\nday: 2026-01-01\nt: 1:30\nz: 007\nb: true\nf: 1.5\ni: -4\n"
+    )
+    assert doc.data == {
+        "on": ["a"],
+        "no": "yes",
+        "day": "2026-01-01",
+        "t": "1:30",
+        "z": "007",
+        "b": True,
+        "f": 1.5,
+        "i": -4,
+    }
+
+
+def test_positions_of_values_and_keys() -> None:
+    doc = yamldoc.load("a:\n  b: [x, y]\n  c: 1\n")
+    assert doc.values[("a", "b", 1)] == yamldoc.Position(2, 10)
+    assert doc.keys[("a", "c")] == yamldoc.Position(3, 3)
+    assert doc.position(("a", "b", 1, "deeper")) == yamldoc.Position(2, 10)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "words"),
+    [
+        ("", 1, 1, "empty"),
+        ("# only a comment\n", 1, 1, "empty"),
+        ("a: [1\n", 2, 1, "invalid YAML"),
+        ("a: 1\nb: 2\na: 3\n", 3, 1, "duplicate key 'a' (first at line 1)"),
+        ("a: 1\n---\nb: 2\n", 2, 1, "single document"),
+        ("a: *nope\n", 1, 4, "undefined alias"),
+        ("a:\n  b: 1\n c: 2\n", 3, 2, "invalid YAML"),
+    ],
+)
+def test_problems_are_located(text: str, line: int, column: int, words: str) -> None:
+    with pytest.raises(yamldoc.YamlError) as caught:
+        yamldoc.load(text)
+    (problem,) = caught.value.problems
+    assert problem.position == yamldoc.Position(line, column)
+    assert words in problem.message
