@@ -1,0 +1,171 @@
+"""Real things on loopback for tests: an HTTP receiver and the daemon as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+
+@dataclass
+class Received:
+    """One request the receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: object
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records requests and answers as told."""
+
+    url: str = ""
+    requests: list[Received] = field(default_factory=list)
+    status: dict[str, int] = field(default_factory=dict)
+    delay: dict[str, float] = field(default_factory=dict)
+    _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body: object = json.loads(raw)
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        await asyncio.sleep(self.delay.get(request.path, 0))
+        async with self._arrived:
+            self.requests.append(Received(request.path, dict(request.headers), body))
+            self._arrived.notify_all()
+        status = self.status.get(request.path, 200)
+        return web.json_response({"ok": status < 400, "path": request.path}, status=status)
+
+    async def wait_for(self, count: int, within: float = 10.0) -> list[Received]:
+        """Wait until `count` requests have arrived; fail the test if they do not."""
+        async with self._arrived:
+            await asyncio.wait_for(
+                self._arrived.wait_for(lambda: len(self.requests) >= count), within
+            )
+        return list(self.requests)
+
+
+@asynccontextmanager
+async def receiver() -> AsyncIterator[Receiver]:
+    """Run a Receiver on a free loopback port for the duration of the block."""
+    recv = Receiver()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", recv.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    recv.url = f"http://{host}:{port}"
+    try:
+        yield recv
+    finally:
+        await runner.cleanup()
+
+
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+@dataclass
+class Daemon:
+    """`python -m automationd run` as a real process."""
+
+    process: asyncio.subprocess.Process
+    url: str
+    log: list[str]
+    _drain: asyncio.Task[None]
+
+    async def post(
+        self, body: bytes | object, headers: dict[str, str] | None = None
+    ) -> tuple[int, object]:
+        """POST /events; the status and the JSON answer."""
+        data = io.BytesIO(body if isinstance(body, bytes) else json.dumps(body).encode())
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{self.url}/events", data=data, headers=headers) as response,
+        ):
+            return response.status, await response.json()
+
+    async def stop(self, within: float = 40.0) -> int:
+        """SIGTERM, wait for the exit status."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.wait_for(self.process.wait(), within)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+            raise
+        await self._drain
+        return code
+
+
+async def _read_lines(stream: asyncio.StreamReader, log: list[str]) -> None:
+    while line := await stream.readline():
+        log.append(line.decode("utf-8", "replace").rstrip("\n"))
+
+
+@asynccontextmanager
+async def daemon(config: Path, *, env: dict[str, str] | None = None) -> AsyncIterator[Daemon]:
+    """Start the daemon on `config` (which should listen on 127.0.0.1:0) and stop it after."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "automationd",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stderr is not None
+    log: list[str] = []
+    url = ""
+    try:
+        async with asyncio.timeout(20):
+            while not url:
+                line = (await process.stderr.readline()).decode()
+                if not line:
+                    raise RuntimeError("the daemon exited before listening:\n" + "\n".join(log))
+                log.append(line.rstrip("\n"))
+                if match := LISTENING.search(line):
+                    url = match.group(1)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    drain = asyncio.create_task(_read_lines(process.stderr, log))
+    running = Daemon(process, url, log, drain)
+    try:
+        yield running
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        if not drain.done():
+            await drain
+
+
+def audit_records(path: Path) -> list[dict[str, object]]:
+    """Every record of an audit file, each line checked to be one whole JSON object."""
+    records = []
+    for line in path.read_text("utf-8").splitlines():
+        record = json.loads(line)
+        assert isinstance(record, dict)
+        records.append(record)
+    return records

@@ -1,0 +1,151 @@
+"""The daemon as a real process, with its webhooks received on a real loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from pathlib import Path
+
+from tests.support import Receiver, audit_records, daemon, receiver
+
+
+def write_rules(tmp_path: Path, recv: Receiver, listen: str = "127.0.0.1:0") -> Path:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"""\
+version: 1
+server: {{listen: "{listen}"}}
+audit: {{path: audit.jsonl}}
+automations:
+  - name: notify-on-failed-run
+    on: [flow_run_state_change]
+    match: {{state: [Failed, Crashed]}}
+    actions:
+      - webhook:
+          url: {recv.url}/alerts
+          payload: {{text: "{{message}}", run: "{{flow_run_name}}"}}
+  - name: slow
+    on: [slow_thing]
+    actions:
+      - webhook: {{url: "{recv.url}/slow"}}
+"""
+    )
+    return rules
+
+
+FAILED = {
+    "type": "flow_run_state_change",
+    "flow_name": "nightly-etl",
+    "flow_run_name": "brave-otter",
+    "state": "Failed",
+    "state_message": "exit code 1",
+    "flow_run_link": "http://prefect.local/runs/1",
+}
+
+
+async def test_failed_run_event_becomes_a_webhook_and_audit_lines(tmp_path: Path) -> None:
+    async with receiver() as recv, daemon(write_rules(tmp_path, recv)) as proc:
+        status, answer = await proc.post(FAILED)
+        assert status == 202
+        assert isinstance(answer, dict)
+        (event_id,) = answer["accepted"]
+        (got,) = await recv.wait_for(1)
+        assert got.path == "/alerts"
+        assert got.body == {
+            "text": "Run brave-otter of flow nightly-etl entered state Failed with message exit "
+            "code 1. See http://prefect.local/runs/1 for more details.",
+            "run": "brave-otter",
+        }
+        assert got.headers["X-PREFECT-EVENT-ID"] == event_id
+        assert await proc.stop() == 0
+    records = audit_records(tmp_path / "audit.jsonl")
+    story = [(r["kind"], r.get("automation")) for r in records if r.get("event_id") == event_id]
+    assert story == [
+        ("event.accepted", None),
+        ("automation.matched", "notify-on-failed-run"),
+        ("action.succeeded", "notify-on-failed-run"),
+    ]
+    assert records[0]["kind"] == "config.loaded"
+    assert any("stopped" in line for line in proc.log)
+
+
+async def test_bad_input_never_takes_the_daemon_down(tmp_path: Path) -> None:
+    async with receiver() as recv, daemon(write_rules(tmp_path, recv)) as proc:
+        for body in (
+            b"{",
+            b'{"type": "a", "x": NaN}',
+            b"[" * 50_000,
+            b'{"type": "a", "\\ud800": 1}',
+            b"7",
+        ):
+            status, answer = await proc.post(body)
+            assert status == 400
+            assert isinstance(answer, dict)
+            assert answer["error"]
+        status, _ = await proc.post(b"x" * (1024 * 1024 + 1))
+        assert status == 413
+        status, _ = await proc.post(FAILED)
+        assert status == 202
+        await recv.wait_for(1)
+        assert await proc.stop() == 0
+    assert not any("Traceback" in line for line in proc.log), proc.log
+
+
+async def test_sigterm_lets_running_actions_finish(tmp_path: Path) -> None:
+    async with receiver() as recv, daemon(write_rules(tmp_path, recv)) as proc:
+        recv.delay["/slow"] = 1.0
+        status, _ = await proc.post({"type": "slow_thing", "id": "slow-1"})
+        assert status == 202
+        await asyncio.sleep(0.3)  # the webhook is on its way, its answer not yet back
+        assert await proc.stop() == 0
+    assert [r.path for r in recv.requests] == ["/slow"]
+    outcome = [
+        r for r in audit_records(tmp_path / "audit.jsonl") if r["kind"] == "action.succeeded"
+    ]
+    assert [(r["event_id"], r["status"]) for r in outcome] == [("slow-1", 200)]
+
+
+async def test_invalid_rules_refuse_to_start_with_located_problems(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nautomations:\n  - name: a\n    on: [x]\n    actions: [{webhok: {}}]\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "automationd",
+        "run",
+        "--config",
+        str(rules),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 1
+    text = err.decode()
+    assert (
+        f"{rules}:5:16: automations[0].actions[0].webhok: unknown action kind 'webhok'; "
+        "did you mean 'webhook'?"
+    ) in text
+    assert "not starting" in text
+
+
+async def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with receiver() as recv:
+            rules = write_rules(tmp_path, recv, listen=f"127.0.0.1:{port}")
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "automationd",
+                "run",
+                "--config",
+                str(rules),
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err.decode()

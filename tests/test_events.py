@@ -1,0 +1,169 @@
+"""Strict JSON intake and event normalisation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from automationd.events import (
+    EventError,
+    EventType,
+    EventTypeResolver,
+    normalise,
+    parse_json,
+    split_batch,
+)
+from automationd.templating import Template
+
+NOW = datetime(2026, 11, 27, 9, 30, 0, tzinfo=UTC)
+RESOLVE = EventTypeResolver(
+    {
+        "deploy_finished": EventType(
+            "deploy_finished",
+            "Deploy finished",
+            Template.parse("Deployed {app}"),
+            {"app": "any JSON value"},
+        )
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "words", "field"),
+    [
+        (b"", "empty", None),
+        (b"   ", "empty", None),
+        (b"{", "malformed JSON", None),
+        (b'{"type": "a",}', "malformed JSON", None),
+        (b'{"type": "a", "x": NaN}', "NaN is not valid JSON", None),
+        (b'{"type": "a", "x": -Infinity}', "-Infinity is not valid JSON", None),
+        (b'{"type": "a", "x": 1e999}', "out of range", None),
+        (b'{"type": "a", "type": "b"}', "duplicate key 'type'", "type"),
+        (b'{"type": "a", "x": "\\ud800"}', "lone UTF-16 surrogate", "x"),
+        (b'{"type": "a", "\\udfff": 1}', "lone UTF-16 surrogate", "\ufffd"),
+        (b'{"type": "a", "x": "\xff"}', "not valid UTF-8", None),
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 32", None),
+        (b'{"type": "a", "x": ' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper than 32", None),
+        (b'{"type": "a", "n": 1' + b"0" * 5000 + b"}", "malformed JSON", None),
+    ],
+)
+def test_malformed_bodies_are_event_errors(body: bytes, words: str, field: str | None) -> None:
+    with pytest.raises(EventError) as caught:
+        parse_json(body)
+    assert words in caught.value.message
+    if field is not None:
+        assert caught.value.field == field
+
+
+def test_valid_surrogate_pairs_and_moderate_nesting_pass() -> None:
+    value = parse_json(b'{"type": "a", "emoji": "\\ud83d\\ude00", "x": [[[[1]]]]}')
+    assert value == {"type": "a", "emoji": "\U0001f600", "x": [[[[1]]]]}
+
+
+def test_batches() -> None:
+    assert split_batch([{"type": "a"}]) == ([{"type": "a"}], True)
+    assert split_batch({"type": "a"}) == ([{"type": "a"}], False)
+    with pytest.raises(EventError, match="empty"):
+        split_batch([])
+
+
+def test_normalise_fills_defaults_and_renders_the_default_message() -> None:
+    event = normalise(
+        {
+            "type": "flow_run_state_change",
+            "flow_name": "etl",
+            "flow_run_name": "brave-otter",
+            "state": "Failed",
+            "state_message": "exit 1",
+            "flow_run_link": "http://ui/runs/1",
+        },
+        RESOLVE,
+        NOW,
+    )
+    assert len(str(event["id"])) == 36
+    assert event["timestamp"] == "2026-11-27T09:30:00Z"
+    assert event["event_name"] == "Flow run state change"
+    assert event["message"] == (
+        "Run brave-otter of flow etl entered state Failed with message exit 1. "
+        "See http://ui/runs/1 for more details."
+    )
+    assert event["tenant_id"] is None
+    assert event["flow_id"] is None  # contract attributes are always present
+
+
+def test_normalise_keeps_what_the_sender_gave() -> None:
+    event = normalise(
+        {"type": "x", "id": "abc", "timestamp": "2026-01-02T03:04:05+02:00", "message": "hi"},
+        RESOLVE,
+        NOW,
+    )
+    assert event["id"] == "abc"
+    assert event["timestamp"] == "2026-01-02T01:04:05Z"
+    assert event["message"] == "hi"
+    assert event["event_name"] == "X"
+
+
+def test_custom_and_declared_types() -> None:
+    assert normalise({"type": "backup_done"}, RESOLVE, NOW)["message"] == "backup_done"
+    assert normalise({"type": "backup_done"}, RESOLVE, NOW)["event_name"] == "Backup done"
+    declared = normalise({"type": "deploy_finished", "app": "web"}, RESOLVE, NOW)
+    assert declared["message"] == "Deployed web"
+
+
+def test_agent_sla_failure_message_joins_the_agent_ids() -> None:
+    event = normalise(
+        {
+            "type": "agent_sla_failure",
+            "agent_config_id": "prod",
+            "sla_min_healthy": 2,
+            "agent_ids": ["a1", "a2"],
+        },
+        RESOLVE,
+        NOW,
+    )
+    assert event["message"] == (
+        "Agents sharing the config prod have failed the minimum healthy count of 2. "
+        "The following agents are unhealthy: a1, a2"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "words", "field"),
+    [
+        ([1], "must be a JSON object, got a list", None),
+        ("text", "must be a JSON object, got a string", None),
+        ({}, "has no 'type'", "type"),
+        ({"type": None}, "has no 'type'", "type"),
+        ({"type": 5}, "'type' must be a string, got an integer", "type"),
+        ({"type": ""}, "'type' must be 1 to 200", "type"),
+        ({"type": "a" * 201}, "'type' must be 1 to 200", "type"),
+        ({"type": "a", "id": 7}, "'id' must be a non-empty string", "id"),
+        ({"type": "a", "id": ""}, "'id' must be a non-empty string", "id"),
+        ({"type": "a", "timestamp": 7}, "'timestamp' must be an RFC 3339 string", "timestamp"),
+        ({"type": "a", "timestamp": "yesterday"}, "'timestamp' is not RFC 3339", "timestamp"),
+        ({"type": "a", "timestamp": "2026-01-01T00:00:00"}, "no time zone", "timestamp"),
+        ({"type": "a", "message": ["x"]}, "'message' must be a string, got a list", "message"),
+        (
+            {"type": "flow_run_state_change", "state": 3},
+            "'state' must be a string, got an integer",
+            "state",
+        ),
+        (
+            {"type": "flow_sla_failure", "duration_seconds": "60"},
+            "must be a number",
+            "duration_seconds",
+        ),
+        (
+            {"type": "flow_sla_failure", "duration_seconds": True},
+            "must be a number, got a boolean",
+            "duration_seconds",
+        ),
+        ({"type": "agent_sla_failure", "agent_ids": "a1"}, "must be a list", "agent_ids"),
+    ],
+)
+def test_contract_violations_name_the_field(raw: object, words: str, field: str | None) -> None:
+    with pytest.raises(EventError) as caught:
+        normalise(raw, RESOLVE, NOW)
+    assert words in caught.value.message
+    assert caught.value.field == field
