@@ -22,6 +22,7 @@ from typing import Any
 
 import jmespath
 import jmespath.exceptions
+import jmespath.functions
 import jmespath.parser
 import jsonschema
 from jsonschema.exceptions import ValidationError
@@ -406,6 +407,10 @@ class _Checker:
                 condition = jmespath.compile(when)
             except jmespath.exceptions.JMESPathError as exc:
                 self.add((*path, "when"), f"invalid JMESPath condition: {_jmespath_message(exc)}")
+            else:
+                for name in sorted(_unknown_functions(condition.parsed)):
+                    hint = _suggest(name, JMESPATH_FUNCTIONS)
+                    self.add((*path, "when"), f"unknown JMESPath function '{name}'{hint}")
         if "cooldown" in raw:
             self.add(
                 (*path, "cooldown"),
@@ -511,13 +516,38 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+JMESPATH_FUNCTIONS = frozenset(jmespath.functions.Functions().FUNCTION_TABLE)
+
+
+def _unknown_functions(node: object) -> set[str]:
+    """Function names in a parsed JMESPath expression that JMESPath does not have."""
+    unknown: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, dict):
+            continue
+        if (
+            current.get("type") == "function_expression"
+            and current.get("value") not in JMESPATH_FUNCTIONS
+        ):
+            unknown.add(str(current.get("value")))
+        stack.extend(current.get("children", []))
+    return unknown
+
+
 def _jmespath_message(exc: jmespath.exceptions.JMESPathError) -> str:
+    """What is wrong with a JMESPath expression, and at which character."""
     position = getattr(exc, "lex_position", None)
-    detail = getattr(exc, "msg", None) or str(exc).splitlines()[0]
-    token = getattr(exc, "token_value", None)
-    text = str(detail)
-    if token not in (None, ""):
-        text += f" (found {token!r})"
+    if isinstance(exc, jmespath.exceptions.IncompleteExpressionError):
+        what = "the expression ends too early"
+    elif isinstance(exc, jmespath.exceptions.LexerError):
+        what = str(getattr(exc, "message", "cannot read the expression"))
+    elif isinstance(exc, jmespath.exceptions.ParseError):
+        token = getattr(exc, "token_value", None)
+        what = f"unexpected {token!r}" if token not in (None, "") else "cannot parse it"
+    else:
+        what = str(exc).splitlines()[0]
     if isinstance(position, int):
-        text += f" at character {position + 1}"
-    return text
+        what += f" (at character {position + 1})"
+    return what

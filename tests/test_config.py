@@ -127,8 +127,8 @@ def test_every_problem_is_reported_at_its_line_and_column() -> None:
         f"{SOURCE}:2:1: bogus: unknown key 'bogus'",
         f"{SOURCE}:6:28: automations[0].match.flow_nme: 'flow_nme' is not an attribute of "
         "flow_run_state_change events; did you mean 'flow_name'?",
-        f"{SOURCE}:7:11: automations[0].when: invalid JMESPath condition: Invalid jmespath "
-        "expression at character 4",
+        f"{SOURCE}:7:11: automations[0].when: invalid JMESPath condition: the expression ends "
+        "too early (at character 4)",
         f"{SOURCE}:11:27: automations[0].actions[0].webhook.payload.text: 'flow_run_nam' is not "
         "an attribute of flow_run_state_change events; did you mean 'flow_run_name'?",
         f"{SOURCE}:11:48: automations[0].actions[0].webhook.payload.n: template error at "
@@ -145,6 +145,26 @@ def test_every_problem_is_reported_at_its_line_and_column() -> None:
         f"{SOURCE}:17:9: automations[1].actions[1]: an action needs exactly one key naming its "
         "kind, e.g. webhook: {url: ...}",
     ]
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        ("foo bar", "invalid JMESPath condition: unexpected 'bar' (at character 5)"),
+        ("a == `1", "invalid JMESPath condition: Unclosed ` delimiter (at character 6)"),
+        ("lenght(tags) > `1`", "unknown JMESPath function 'lenght'; did you mean 'length'?"),
+    ],
+)
+def test_conditions_are_checked_at_load(when: str, message: str) -> None:
+    text = f"""\
+        version: 1
+        automations:
+          - name: a
+            on: [x]
+            when: '{when}'
+            actions: [{{webhook: {{url: "http://127.0.0.1:1/"}}}}]
+    """
+    assert problems(text) == [f"{SOURCE}:5:11: automations[0].when: {message}"]
 
 
 def test_templates_are_checked_against_every_event_type_listed() -> None:
