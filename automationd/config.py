@@ -278,7 +278,7 @@ class _Checker:
             if self._get(path) is not None:
                 self.add(
                     path,
-                    f"{feature} are not available in this version of automationd yet",
+                    f"not available in this version of automationd yet: {feature}",
                     at_key=True,
                 )
         server = self._server(data.get("server") or {})
@@ -328,8 +328,10 @@ class _Checker:
             base / str(raw.get("path", "audit.jsonl")), str(raw.get("fsync", "batch"))
         )
 
-    def _event_types(self, raw: dict[str, Any]) -> dict[str, EventType]:
+    def _event_types(self, raw: object) -> dict[str, EventType]:
         declared: dict[str, EventType] = {}
+        if not isinstance(raw, dict):
+            return declared
         for name, spec in raw.items():
             path: DocPath = ("event_types", name)
             if not self.clean(path):
