@@ -119,20 +119,32 @@ async def _read_lines(stream: asyncio.StreamReader, log: list[str]) -> None:
         log.append(line.decode("utf-8", "replace").rstrip("\n"))
 
 
-@asynccontextmanager
-async def daemon(config: Path, *, env: dict[str, str] | None = None) -> AsyncIterator[Daemon]:
-    """Start the daemon on `config` (which should listen on 127.0.0.1:0) and stop it after."""
-    process = await asyncio.create_subprocess_exec(
+async def start_automationd(
+    *args: str, env: dict[str, str] | None = None, stdout: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """`python -m automationd ARGS` as a child process with its stderr piped."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "automationd",
-        "run",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.DEVNULL,
+        *args,
+        stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )
+
+
+async def run_to_exit(config: Path) -> tuple[int | None, str]:
+    """Run the daemon on a config it should refuse; its exit status and stderr."""
+    process = await start_automationd("run", "--config", str(config))
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+    return process.returncode, err.decode()
+
+
+@asynccontextmanager
+async def daemon(config: Path, *, env: dict[str, str] | None = None) -> AsyncIterator[Daemon]:
+    """Start the daemon on `config` (which should listen on 127.0.0.1:0) and stop it after."""
+    process = await start_automationd("run", "--config", str(config), env=env)
     assert process.stderr is not None
     log: list[str] = []
     url = ""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from automationd import yamldoc
 from automationd.actions.webhook import WebhookAction
 from automationd.config import Config, ConfigError, parse_config
 
@@ -284,14 +285,18 @@ def _replace(value: object, path: tuple[str | int, ...], new: object) -> object:
 
 
 def test_any_wrong_value_anywhere_is_a_config_error_never_a_crash() -> None:
-    import yaml
-
-    good = yaml.safe_load(textwrap.dedent(GOOD).replace("on:", "'on':"))
+    good = yamldoc.load(textwrap.dedent(GOOD)).data
+    parse_config(json.dumps(good).encode(), SOURCE)  # the unchanged file is valid
+    rejected = 0
     for path in _paths(good):
         for wrong in (None, 0, -1, 1.5, "", "x{", True, [], [None], {}, {"x": None}):
             text = json.dumps(_replace(good, path, wrong))
+            found: list[yamldoc.Problem] = []
             try:
                 parse_config(text.encode(), SOURCE)
             except ConfigError as exc:
-                assert exc.problems, (path, wrong)
-                assert all(p.position is not None for p in exc.problems), exc
+                found = exc.problems
+                rejected += 1
+            assert all(p.position is not None for p in found), found
+    # Most mutations break the file (and were reported, located); some are still valid.
+    assert 400 < rejected < 715

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 from pathlib import Path
 
-from tests.support import Receiver, audit_records, daemon, receiver
+from tests.support import Receiver, audit_records, daemon, receiver, run_to_exit
 
 
 def write_rules(tmp_path: Path, recv: Receiver, listen: str = "127.0.0.1:0") -> Path:
@@ -111,18 +110,8 @@ async def test_invalid_rules_refuse_to_start_with_located_problems(tmp_path: Pat
     rules.write_text(
         "version: 1\nautomations:\n  - name: a\n    on: [x]\n    actions: [{webhok: {}}]\n"
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "automationd",
-        "run",
-        "--config",
-        str(rules),
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 1
-    text = err.decode()
+    code, text = await run_to_exit(rules)
+    assert code == 1
     assert (
         f"{rules}:5:16: automations[0].actions[0].webhok: unknown action kind 'webhok'; "
         "did you mean 'webhook'?"
@@ -136,16 +125,6 @@ async def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         async with receiver() as recv:
-            rules = write_rules(tmp_path, recv, listen=f"127.0.0.1:{port}")
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "automationd",
-                "run",
-                "--config",
-                str(rules),
-                stderr=asyncio.subprocess.PIPE,
-            )
-            _, err = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
+            code, text = await run_to_exit(write_rules(tmp_path, recv, listen=f"127.0.0.1:{port}"))
+    assert code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in text

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 from pathlib import Path
 
 from automationd.actions.registry import ALL_KINDS
 from automationd.config import parse_config
-from tests.support import LISTENING, audit_records, daemon
+from tests.support import LISTENING, audit_records, daemon, start_automationd
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -45,15 +44,8 @@ def test_every_action_kind_is_documented_and_in_the_schema() -> None:
 
 async def test_the_curl_walkthrough_works_as_written(tmp_path: Path) -> None:
     (curl,) = [block for block in code_blocks("sh") if block.startswith("curl ")]
-    receive = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "automationd",
-        "receive",
-        "--listen",
-        "127.0.0.1:0",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    receive = await start_automationd(
+        "receive", "--listen", "127.0.0.1:0", stdout=asyncio.subprocess.PIPE
     )
     assert receive.stdout is not None
     assert receive.stderr is not None
