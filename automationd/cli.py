@@ -45,7 +45,10 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         "receive", help="print the webhooks sent to a local port (for trying rules out)"
     )
     receive.add_argument(
-        "--listen", default="127.0.0.1:8788", help="host:port (default %(default)s)"
+        "--listen",
+        type=_host_port,
+        default="127.0.0.1:8788",
+        help="host:port (default %(default)s)",
     )
     receive.add_argument("--status", type=int, default=200, help="status to answer (default 200)")
 
@@ -58,8 +61,8 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         stream=sys.stderr,
     )
     if args.command == "receive":
-        host, _, port = args.listen.rpartition(":")
-        return asyncio.run(receive_webhooks(host.strip("[]"), int(port), args.status))
+        host, port = args.listen
+        return asyncio.run(receive_webhooks(host, port, args.status))
     try:
         config = load_config(args.config, state_directory=_state_directory(environ))
     except ConfigError as exc:
@@ -68,6 +71,13 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         log.error("not starting: %s has %d problem(s)", args.config, len(exc.problems))
         return 1
     return asyncio.run(serve(config))
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not host:port (e.g. 127.0.0.1:8788)")
+    return host.strip("[]"), int(port)
 
 
 def _state_directory(environ: Mapping[str, str]) -> str | None:

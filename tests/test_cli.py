@@ -66,3 +66,9 @@ def test_version_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
 def test_run_reads_the_config_path_from_the_environment(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     assert main(["run"], environ={"AUTOMATIOND_CONFIG": str(missing)}) == 1
+
+
+def test_receive_refuses_a_bad_listen_address() -> None:
+    result = run("receive", "--listen", "nowhere")
+    assert result.returncode == 2
+    assert "'nowhere' is not host:port" in result.stderr
