@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         host, port = args.listen
         return asyncio.run(receive_webhooks(host, port, args.status))
     try:
-        config = load_config(args.config, state_directory=_state_directory(environ))
+        config = load_config(args.config, environ=environ)
     except ConfigError as exc:
         for line in exc.lines():
             log.error("%s", line)
@@ -80,18 +80,12 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _state_directory(environ: Mapping[str, str]) -> str | None:
-    """systemd's StateDirectory= (the first, when it names several)."""
-    value = environ.get("STATE_DIRECTORY")
-    return value.split(":", 1)[0] if value else None
-
-
 def check_files(paths: Sequence[Path], environ: Mapping[str, str]) -> int:
     """`automationd check`: every problem of every file, one `file:line:column` line each."""
     status = 0
     for path in paths:
         try:
-            config = load_config(path, state_directory=_state_directory(environ))
+            config = load_config(path, environ=environ)
         except ConfigError as exc:
             for line in exc.lines():
                 print(line)

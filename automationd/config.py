@@ -28,8 +28,17 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from automationd import yamldoc
-from automationd.actions import ActionSpec, SpecProblems
+from automationd.actions import (
+    DEFAULT_TIMEOUT,
+    Action,
+    ActionSpec,
+    Endpoints,
+    RetryPolicy,
+    SmtpSettings,
+    SpecProblems,
+)
 from automationd.actions.registry import PARSERS
+from automationd.durations import parse_duration
 from automationd.events import (
     ANY,
     BASE_ATTRIBUTES,
@@ -38,6 +47,7 @@ from automationd.events import (
     EventTypeResolver,
     readable_name,
 )
+from automationd.secrets import Secret, SecretError, SecretSource, resolve
 from automationd.templating import Template, TemplateError
 from automationd.yamldoc import Document, Position, Problem
 
@@ -47,10 +57,6 @@ DEFAULT_LISTEN = "127.0.0.1:8787"
 DEFAULT_MAX_BODY = 1024 * 1024
 
 NOT_YET = {
-    ("secrets",): "secrets",
-    ("smtp",): "the smtp: block (email actions)",
-    ("endpoints",): "the endpoints: block",
-    ("retry",): "retry policies",
     ("prefect",): "the Prefect integration",
     ("flow_slas",): "flow SLAs",
     ("agent_slas",): "agent SLAs",
@@ -112,7 +118,7 @@ class Automation:
     match: tuple[Matcher, ...]
     when: str | None
     condition: jmespath.parser.ParsedResult | None = field(compare=False)
-    actions: tuple[ActionSpec, ...]
+    actions: tuple[Action, ...]
     enabled: bool = True
     description: str = ""
     line: int = 0
@@ -128,6 +134,10 @@ class Config:
     audit: AuditConfig
     event_types: Mapping[str, EventType]
     automations: tuple[Automation, ...]
+    secrets: Mapping[str, Secret] = field(default_factory=dict)
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    smtp: SmtpSettings | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def resolver(self) -> EventTypeResolver:
         """Type name -> EventType for this file's declared types."""
@@ -147,20 +157,25 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema())
 
 
-def load_config(path: Path, state_directory: str | None = None) -> Config:
-    """Read and parse a rules file; raises ConfigError (also for an unreadable file)."""
+def load_config(path: Path, *, environ: Mapping[str, str]) -> Config:
+    """Read and parse a rules file; raises ConfigError (also for an unreadable file).
+
+    `environ` (the process environment, injected) is where `env` secrets,
+    `$CREDENTIALS_DIRECTORY` and `$STATE_DIRECTORY` come from."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(
-            str(path), [Problem(None, f"cannot read the file: {exc.strerror}")]
-        ) from None
-    return parse_config(data, path, state_directory=state_directory)
+        problem = Problem(None, f"cannot read the file: {exc.strerror}")
+        raise ConfigError(str(path), [problem]) from None
+    return parse_config(data, path, environ=environ)
 
 
-def parse_config(data: bytes, source: Path, *, state_directory: str | None = None) -> Config:
-    """Parse rules from bytes. Relative paths resolve against `state_directory`, else the
-    directory of `source`. Raises ConfigError listing every problem."""
+def parse_config(data: bytes, source: Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Parse rules from bytes; raises ConfigError listing every problem.
+
+    Relative paths resolve against `$STATE_DIRECTORY` (the first systemd names), else the
+    directory of `source`; secrets resolve from `environ`."""
+    environ = environ or {}
     filename = str(source)
     try:
         text = data.decode("utf-8")
@@ -172,9 +187,9 @@ def parse_config(data: bytes, source: Path, *, state_directory: str | None = Non
         doc = yamldoc.load(text)
     except yamldoc.YamlError as exc:
         raise ConfigError(filename, exc.problems) from None
-    checker = _Checker(doc)
+    checker = _Checker(doc, environ)
     checker.check_schema()
-    config = checker.build(source, hashlib.sha256(data).hexdigest(), state_directory)
+    config = checker.build(source, hashlib.sha256(data).hexdigest())
     if checker.problems or config is None:
         raise ConfigError(filename, checker.problems)
     return config
@@ -215,10 +230,14 @@ def _allowed_keys(subschema: Mapping[str, Any]) -> set[str]:
 class _Checker:
     """Collects every problem of one document, then builds the Config if there are none."""
 
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, environ: Mapping[str, str]) -> None:
         self.doc = doc
+        self.environ = environ
         self.problems: list[Problem] = []
         self.bad_paths: list[DocPath] = []
+        self.secret_names: set[str] = set()
+        self.retry = RetryPolicy()
+        self.has_smtp = False
 
     def add(self, path: DocPath, message: str, *, at_key: bool = False) -> None:
         where = self.doc.key_position(path) if at_key else self.doc.position(path)
@@ -270,7 +289,7 @@ class _Checker:
 
     # --- pass 3: what the schema cannot say, then the frozen objects
 
-    def build(self, source: Path, sha256: str, state_directory: str | None) -> Config | None:
+    def build(self, source: Path, sha256: str) -> Config | None:
         data = self.doc.data
         if not isinstance(data, dict):
             return None
@@ -281,14 +300,98 @@ class _Checker:
                     f"not available in this version of automationd yet: {feature}",
                     at_key=True,
                 )
+        state_directory = self.environ.get("STATE_DIRECTORY", "").split(":", 1)[0]
         server = self._server(data.get("server") or {})
-        audit = self._audit(data.get("audit") or {}, source, state_directory)
+        audit = self._audit(data.get("audit") or {}, source, state_directory or None)
+        secrets = self._secrets(data.get("secrets"))
+        smtp = self._smtp(data.get("smtp"))
+        endpoints = self._endpoints(data.get("endpoints"))
+        retry = self._retry(("retry",), data.get("retry"), RetryPolicy()) or RetryPolicy()
         event_types = self._event_types(data.get("event_types") or {})
         resolver = EventTypeResolver(event_types)
+        self.retry, self.has_smtp = retry, smtp is not None
         automations = self._automations(data.get("automations"), resolver)
-        if server is None or audit is None or automations is None:
+        if server is None or audit is None or automations is None or self.problems:
             return None
-        return Config(source, sha256, server, audit, event_types, automations)
+        return Config(
+            source, sha256, server, audit, event_types, automations, secrets, endpoints, smtp, retry
+        )
+
+    def _secrets(self, raw: object) -> dict[str, Secret]:
+        """Resolve every declared secret; a missing one is a problem naming it, never its value."""
+        resolved: dict[str, Secret] = {}
+        if not isinstance(raw, dict):
+            return resolved
+        for name, spec in raw.items():
+            self.secret_names.add(name)
+            if not self.clean(("secrets", name)) or not isinstance(spec, dict):
+                continue
+            ((kind, ref),) = spec.items()
+            try:
+                resolved[name] = resolve(SecretSource(name, kind, str(ref)), self.environ)
+            except SecretError as exc:
+                self.add(("secrets", name), str(exc), at_key=True)
+        return resolved
+
+    def _secret_ref(self, path: DocPath, name: object) -> None:
+        """A `*_secret` field must name a declared secret."""
+        if isinstance(name, str) and name not in self.secret_names:
+            hint = _suggest(name, self.secret_names)
+            self.add(path, f"unknown secret '{name}'{hint} (declare it under secrets:)")
+
+    def _seconds(
+        self, path: DocPath, raw: object, default: float, *, positive: bool = True
+    ) -> float:
+        if raw is None:
+            return default
+        try:
+            seconds = parse_duration(raw)
+        except ValueError as exc:
+            self.add(path, str(exc))
+            return default
+        if positive and seconds <= 0:
+            self.add(path, "must be longer than 0")
+        return seconds
+
+    def _smtp(self, raw: object) -> SmtpSettings | None:
+        if not isinstance(raw, dict) or not self.clean(("smtp",)):
+            return None
+        self._secret_ref(("smtp", "password_secret"), raw.get("password_secret"))
+        if raw.get("password_secret") and not raw.get("username"):
+            self.add(("smtp", "password_secret"), "a password needs a username too")
+        return SmtpSettings(
+            host=str(raw["host"]),
+            sender=str(raw["from"]),
+            port=int(raw.get("port", 25)),
+            starttls=bool(raw.get("starttls", False)),
+            username=raw.get("username"),
+            password_secret=raw.get("password_secret"),
+            timeout=self._seconds(("smtp", "timeout"), raw.get("timeout"), 10.0),
+        )
+
+    def _endpoints(self, raw: object) -> Endpoints:
+        if not isinstance(raw, dict) or not self.clean(("endpoints",)):
+            return Endpoints()
+        default = Endpoints()
+        return Endpoints(
+            twilio=str(raw.get("twilio", default.twilio)),
+            pagerduty=str(raw.get("pagerduty", default.pagerduty)),
+        )
+
+    def _retry(self, path: DocPath, raw: object, base: RetryPolicy) -> RetryPolicy | None:
+        """A retry block over `base` (the top-level policy, for per-action overrides)."""
+        if raw is None:
+            return base
+        if not isinstance(raw, dict) or not self.clean(path):
+            return None
+        policy = RetryPolicy(
+            attempts=int(raw.get("attempts", base.attempts)),
+            initial=self._seconds((*path, "initial"), raw.get("initial"), base.initial),
+            max=self._seconds((*path, "max"), raw.get("max"), base.max),
+        )
+        if policy.max < policy.initial:
+            self.add((*path, "max"), "must not be shorter than initial")
+        return policy
 
     def _get(self, path: DocPath) -> object:
         node: object = self.doc.data
@@ -487,8 +590,9 @@ class _Checker:
 
     def _action(
         self, path: DocPath, block: dict[str, Any], types: list[EventType] | None
-    ) -> ActionSpec | None:
+    ) -> Action | None:
         ((kind, options),) = block.items()
+        options = options or {}
         if kind not in PARSERS:
             self.add(
                 (*path, kind),
@@ -496,17 +600,27 @@ class _Checker:
                 at_key=True,
             )
             return None
+        for key, value in options.items():
+            if key.endswith("_secret"):
+                self._secret_ref((*path, kind, key), value)
+        if kind == "email" and not self.has_smtp:
+            self.add((*path, kind), "email actions need an smtp: block (host, from)", at_key=True)
+        timeout = self._seconds((*path, kind, "timeout"), options.get("timeout"), DEFAULT_TIMEOUT)
+        retry = self._retry((*path, kind, "retry"), options.get("retry"), self.retry)
+        spec: ActionSpec | None = None
         try:
-            action = PARSERS[kind](options or {})
-            templates = list(action.templates())
+            spec = PARSERS[kind](options)
+            templates = list(spec.templates())
         except SpecProblems as exc:
             for sub, message in exc.problems:
                 self.add((*path, kind, *sub), message)
-            templates, action = exc.parsed, None
+            templates = exc.parsed
         for sub, template in templates:
             for template_field in template.fields():
                 self._check_attribute((*path, kind, *sub), template_field.name, types)
-        return action
+        if spec is None or retry is None:
+            return None
+        return Action(spec, timeout, retry)
 
 
 def _is_loopback(host: str) -> bool:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,15 +20,18 @@ from typing import Any
 import aiohttp
 
 from automationd import __version__
-from automationd.actions import ActionContext, ActionError, ActionSpec
+from automationd.actions import Action, ActionContext, ActionError, Services
 from automationd.audit import AuditLog
 from automationd.config import Automation, Config
 from automationd.events import EventError, EventTypeResolver, normalise
 from automationd.matching import AutomationIndex
+from automationd.secrets import Redactor
 
 log = logging.getLogger("automationd.engine")
 
 STOP_GRACE_SECONDS = 30.0
+DESTINATION_CONCURRENCY = 8
+"""Attempts in flight per destination (a host, a service): a slow one cannot take them all."""
 
 
 def utc_now() -> datetime:
@@ -42,10 +46,16 @@ class Rules:
     config: Config
     resolver: EventTypeResolver
     index: AutomationIndex
+    redact: Redactor
 
     @classmethod
     def of(cls, config: Config) -> Rules:
-        return cls(config, config.resolver(), AutomationIndex(config.automations))
+        return cls(
+            config,
+            config.resolver(),
+            AutomationIndex(config.automations),
+            Redactor(config.secrets.values()),
+        )
 
 
 @dataclass(slots=True)
@@ -55,6 +65,9 @@ class Engine:
     rules: Rules
     audit: AuditLog
     clock: Callable[[], datetime] = utc_now
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    rng: random.Random = field(default_factory=random.Random)
+    _limits: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _queue: asyncio.Queue[dict[str, object]] = field(default_factory=asyncio.Queue)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _worker: asyncio.Task[None] | None = None
@@ -77,6 +90,9 @@ class Engine:
         self._http = aiohttp.ClientSession(
             headers={"User-Agent": f"automationd/{__version__}"},
             timeout=aiohttp.ClientTimeout(total=None),
+            # No global cap: concurrency is bounded per destination (DESTINATION_CONCURRENCY)
+            # instead, so one slow destination cannot take every connection.
+            connector=aiohttp.TCPConnector(limit=0),
         )
         self._worker = asyncio.create_task(self._match_queued(), name="automationd-matcher")
         self._syncer = asyncio.create_task(
@@ -170,44 +186,92 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _limit(self, destination: str) -> asyncio.Semaphore:
+        limit = self._limits.get(destination)
+        if limit is None:
+            limit = self._limits[destination] = asyncio.Semaphore(DESTINATION_CONCURRENCY)
+        return limit
+
     async def _run_action(
-        self, automation: Automation, index: int, action: ActionSpec, event: dict[str, object]
+        self, automation: Automation, index: int, action: Action, event: dict[str, object]
     ) -> None:
-        """Run one action once and audit the outcome; never raises."""
+        """Run one action with its retry policy, auditing every attempt and the outcome once.
+
+        Never raises: a failure is an audit record and a log line, with secrets redacted."""
+        rules = self.rules  # in-flight actions finish under the rules they started with
         assert self._http is not None
-        ctx = ActionContext(event, automation.name, index, self._http)
+        services = Services(
+            self._http, rules.config.secrets, rules.config.endpoints, rules.config.smtp
+        )
+        ctx = ActionContext(event, automation.name, index, services)
+        redact = rules.redact
         common = {
             "event_id": event["id"],
             "automation": automation.name,
             "action": action.kind,
             "action_index": index,
         }
-        started = time.monotonic()
-        outcome: dict[str, object]
-        try:
-            result = await action.run(ctx)
-            kind, outcome = "action.succeeded", {"status": result.status, "response": result.detail}
-        except ActionError as exc:
-            log.warning("%s #%d of %s failed: %s", action.kind, index, automation.name, exc.message)
-            kind, outcome = (
-                "action.failed",
-                {
-                    "status": exc.status,
-                    "error": exc.message,
-                    "retryable": exc.retryable,
-                    "response": exc.detail,
-                },
+        policy = action.retry
+        for attempt in range(1, policy.attempts + 1):
+            started = time.monotonic()
+            error: ActionError | None = None
+            try:
+                async with self._limit(action.spec.destination()), asyncio.timeout(action.timeout):
+                    result = await action.spec.run(ctx)
+            except TimeoutError:
+                error = ActionError(f"no answer within {action.timeout:g} s", retryable=True)
+            except ActionError as exc:
+                error = exc
+            except Exception as exc:
+                log.exception("%s #%d of %s crashed", action.kind, index, automation.name)
+                error = ActionError(f"internal error: {type(exc).__name__}", retryable=False)
+            latency_ms = round((time.monotonic() - started) * 1000, 1)
+            if error is None:
+                outcome = {
+                    "status": result.status,
+                    "latency_ms": latency_ms,
+                    "response": redact(result.detail),
+                }
+                self.audit.write("action.attempt", **common, attempt=attempt, ok=True, **outcome)
+                self.audit.write("action.succeeded", **common, attempts=attempt, **outcome)
+                return
+            retry_in = None
+            if error.retryable and attempt < policy.attempts:
+                retry_in = round(policy.delay(attempt, error.retry_after, self.rng), 3)
+            message = redact(error.message)
+            failure = {
+                "status": error.status,
+                "latency_ms": latency_ms,
+                "error": message,
+                "response": redact.optional(error.detail),
+            }
+            self.audit.write(
+                "action.attempt",
+                **common,
+                attempt=attempt,
+                ok=False,
+                **failure,
+                retryable=error.retryable,
+                retry_in_s=retry_in,
             )
-        except Exception as exc:
-            log.exception("%s #%d of %s crashed", action.kind, index, automation.name)
-            kind, outcome = (
-                "action.failed",
-                {
-                    "status": None,
-                    "error": f"internal error: {type(exc).__name__}",
-                    "retryable": False,
-                    "response": None,
-                },
+            if retry_in is None:
+                break
+            log.info(
+                "%s #%d of %s: attempt %d failed (%s); retrying in %.1f s",
+                action.kind,
+                index,
+                automation.name,
+                attempt,
+                message,
+                retry_in,
             )
-        latency_ms = round((time.monotonic() - started) * 1000, 1)
-        self.audit.write(kind, **common, latency_ms=latency_ms, **outcome)
+            await self.sleep(retry_in)
+        log.warning(
+            "%s #%d of %s failed after %d attempt(s): %s",
+            action.kind,
+            index,
+            automation.name,
+            attempt,
+            message,
+        )
+        self.audit.write("action.failed", **common, attempts=attempt, **failure)

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 from automationd import yamldoc
+from automationd.actions import RetryPolicy
 from automationd.actions.webhook import WebhookAction
 from automationd.config import Config, ConfigError, parse_config
 
 SOURCE = Path("/etc/automationd/rules.yaml")
 
 
-def parse(text: str, **kwargs: str) -> Config:
-    return parse_config(textwrap.dedent(text).encode(), SOURCE, **kwargs)
+def parse(text: str, environ: dict[str, str] | None = None) -> Config:
+    return parse_config(textwrap.dedent(text).encode(), SOURCE, environ=environ)
 
 
 def problems(text: str) -> list[str]:
@@ -74,8 +75,9 @@ def test_a_good_file_becomes_frozen_objects() -> None:
     assert [(m.path, m.values) for m in ci.match] == [(("labels", "env"), ("prod",))]
     assert page.condition is not None
     (action,) = page.actions
-    assert isinstance(action, WebhookAction)
+    assert isinstance(action.spec, WebhookAction)
     assert action.timeout == 1.5
+    assert action.retry == RetryPolicy(attempts=5, initial=1.0, max=300.0)
     assert deploys.on == ("deploy_finished",)
     assert not deploys.enabled
     assert everything.on == ("*",)
@@ -85,7 +87,10 @@ def test_a_good_file_becomes_frozen_objects() -> None:
 
 
 def test_defaults_and_state_directory() -> None:
-    config = parse("version: 1\nautomations: []\n", state_directory="/var/lib/automationd")
+    config = parse(
+        "version: 1\nautomations: []\n",
+        environ={"STATE_DIRECTORY": "/var/lib/automationd:/var/lib/other"},
+    )
     assert (config.server.host, config.server.port) == ("127.0.0.1", 8787)
     assert config.server.max_body_bytes == 1024 * 1024
     assert config.audit.path == Path("/var/lib/automationd/audit.jsonl")
@@ -244,11 +249,11 @@ def test_kinds_not_built_yet_are_refused_not_ignored() -> None:
           - name: a
             on: [flow_run_state_change]
             actions:
-              - slack: {webhook_url_secret: s}
+              - cancel_flow_run: {}
     """
     assert problems(text) == [
-        f"{SOURCE}:6:9: automations[0].actions[0].slack: the slack action is not available in "
-        "this version of automationd yet"
+        f"{SOURCE}:6:9: automations[0].actions[0].cancel_flow_run: the cancel_flow_run action "
+        "is not available in this version of automationd yet"
     ]
 
 

@@ -63,6 +63,7 @@ async def test_failed_run_event_becomes_a_webhook_and_audit_lines(tmp_path: Path
     assert story == [
         ("event.accepted", None),
         ("automation.matched", "notify-on-failed-run"),
+        ("action.attempt", "notify-on-failed-run"),
         ("action.succeeded", "notify-on-failed-run"),
     ]
     assert records[0]["kind"] == "config.loaded"

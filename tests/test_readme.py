@@ -90,6 +90,7 @@ async def test_the_curl_walkthrough_works_as_written(tmp_path: Path) -> None:
     assert [r["kind"] for r in story] == [
         "event.accepted",
         "automation.matched",
+        "action.attempt",
         "action.succeeded",
     ]
-    assert story[2]["status"] == 200
+    assert story[3]["status"] == 200

@@ -29,6 +29,7 @@ async def client(tmp_path: Path, recv: Receiver) -> AsyncIterator[Client]:
     rules = f"""\
 version: 1
 server: {{max_body_bytes: 4096}}
+retry: {{attempts: 2, initial: 10ms}}
 automations:
   - name: failed
     on: [flow_run_state_change]
@@ -141,7 +142,7 @@ async def test_accepted_events_are_matched_acted_on_and_audited(
     code, payload = await post(client, body)
     assert code == 202
     assert payload == {"accepted": ["run-1-failed", "run-2-ok"]}
-    got = await recv.wait_for(2)
+    got = await recv.wait_for(3)
     failed = next(r for r in got if r.path == "/failed")
     assert failed.body == {
         "text": "Run r1 of flow f entered state Failed with message . See  for more details."
@@ -163,7 +164,8 @@ async def test_accepted_events_are_matched_acted_on_and_audited(
     failed_record = next(r for r in records if r["kind"] == "action.failed")
     assert failed_record["action_index"] == 1
     assert failed_record["status"] == 500
-    assert failed_record["retryable"] is True
+    assert failed_record["attempts"] == 2
+    assert [r.path for r in got].count("/broken") == 2
     assert "answered 500" in str(failed_record["error"])
     assert all(isinstance(r["time"], str) and str(r["time"]).endswith("Z") for r in records)
 

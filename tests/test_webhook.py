@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from automationd.actions import ActionContext, ActionError
+from automationd.actions import ActionContext, ActionError, Services
 from automationd.actions.http import url_for_log
 from automationd.actions.webhook import WebhookAction, parse
 from tests.support import Receiver, receiver
@@ -34,8 +34,8 @@ async def recv() -> AsyncIterator[Receiver]:
         yield r
 
 
-def ctx(http: aiohttp.ClientSession) -> ActionContext:
-    return ActionContext(EVENT, "auto", 0, http)
+def ctx(http: aiohttp.ClientSession, event: dict[str, object] = EVENT) -> ActionContext:
+    return ActionContext(event, "auto", 0, Services(http, {}))
 
 
 async def test_default_payload_is_the_whole_event_with_the_event_id_header(
@@ -48,6 +48,12 @@ async def test_default_payload_is_the_whole_event_with_the_event_id_header(
     assert got.body == EVENT
     assert got.headers["X-PREFECT-EVENT-ID"] == "e-1"
     assert got.headers["Content-Type"] == "application/json"
+    # stable per (event, automation, action index), so a receiver can drop repeats
+    assert got.headers["Idempotency-Key"] == ctx(http).idempotency_key
+    assert (
+        ActionContext(EVENT, "auto", 1, Services(http, {})).idempotency_key
+        != got.headers["Idempotency-Key"]
+    )
 
 
 async def test_templated_payload_and_headers(http: aiohttp.ClientSession, recv: Receiver) -> None:
@@ -91,14 +97,6 @@ async def test_any_2xx_is_success(http: aiohttp.ClientSession, recv: Receiver) -
     assert (await parse({"url": f"{recv.url}/hook"}).run(ctx(http))).status == 204
 
 
-async def test_timeout_is_retryable(http: aiohttp.ClientSession, recv: Receiver) -> None:
-    recv.delay["/slow"] = 1.0
-    with pytest.raises(ActionError) as caught:
-        await parse({"url": f"{recv.url}/slow", "timeout": "200ms"}).run(ctx(http))
-    assert caught.value.retryable
-    assert "no answer within 0.2 s" in caught.value.message
-
-
 async def test_dead_destination_is_retryable(http: aiohttp.ClientSession) -> None:
     with socket.socket() as s:  # a port that was free a moment ago and has no listener
         s.bind(("127.0.0.1", 0))
@@ -115,7 +113,7 @@ async def test_header_injection_is_a_permanent_failure(
     action = parse({"url": f"{recv.url}/hook", "headers": {"X-Name": "{flow_name}"}})
     event = {**EVENT, "flow_name": "etl\r\nX-Evil: 1"}
     with pytest.raises(ActionError) as caught:
-        await action.run(ActionContext(event, "auto", 0, http))
+        await action.run(ctx(http, event))
     assert not caught.value.retryable
     assert recv.requests == []
 

@@ -1,26 +1,31 @@
 """Actions: what an automation does when it fires, one module per kind behind one interface.
 
 A kind module provides a frozen spec, parsed from the action's block in `rules.yaml` by a
-pure `parse(options)`, with `templates()` (for load-time field checks) and
-`async run(ctx) -> ActionResult`. Expected failures raise `ActionError`, which says whether
-retrying can help; anything else is a bug and is reported as one by the engine.
+pure `parse(options)`, with `templates()` (for load-time field checks), `destination()` (for
+per-destination concurrency) and `async run(ctx) -> ActionResult`, which makes one attempt.
+Expected failures raise `ActionError`, which says whether retrying can help; anything else is
+a bug and is reported as one by the engine. Timeouts and retries are the engine's, the same
+for every kind, from the `Action` that wraps a spec.
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 import aiohttp
 
-from automationd.durations import parse_duration
+from automationd.secrets import Secret
 from automationd.templating import Template, TemplateError
 
 Path = tuple[str | int, ...]
 
 DEFAULT_TIMEOUT = 10.0
 DETAIL_LIMIT = 1024
+LONGEST_RETRY_AFTER = 3600.0
 
 
 class ActionError(Exception):
@@ -45,29 +50,90 @@ class ActionError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ActionResult:
-    """What a destination answered to a successful action: status and a short detail."""
+    """What a destination answered to a successful attempt: status and a short detail."""
 
     status: int | None
     detail: str
 
 
 @dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently an action is retried: exponential backoff with jitter."""
+
+    attempts: int = 5
+    initial: float = 1.0
+    max: float = 300.0
+
+    def delay(self, failed_attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds to wait after attempt number `failed_attempt` (1-based) failed.
+
+        The backoff doubles from `initial` up to `max`, with "equal jitter" (half fixed, half
+        random) so that many actions failing together do not retry in lockstep. A
+        destination's Retry-After is honoured when it asks for longer (up to an hour)."""
+        base = min(self.max, self.initial * 2.0 ** (failed_attempt - 1))
+        backoff = base / 2 + rng.uniform(0, base / 2)
+        if retry_after is not None:
+            return max(backoff, min(retry_after, LONGEST_RETRY_AFTER))
+        return backoff
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Base URLs of the services actions call; configurable for proxies and tests."""
+
+    twilio: str = "https://api.twilio.com"
+    pagerduty: str = "https://events.pagerduty.com"
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """The SMTP server email actions send through (the `smtp:` block)."""
+
+    host: str
+    sender: str
+    port: int = 25
+    starttls: bool = False
+    username: str | None = None
+    password_secret: str | None = None
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What actions reach beyond the event: the HTTP client, secrets and service settings."""
+
+    http: aiohttp.ClientSession
+    secrets: Mapping[str, Secret]
+    endpoints: Endpoints = Endpoints()
+    smtp: SmtpSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ActionContext:
-    """What an action run gets: the event, who fired it, and the shared HTTP client."""
+    """What one run of an action gets. `progress` survives between the attempts of one run
+    (e.g. which phone numbers already got their text), so a retry does not repeat them."""
 
     event: Mapping[str, object]
     automation: str
     index: int
-    http: aiohttp.ClientSession
+    services: Services
+    progress: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable per (event id, automation, action index): repeats are harmless downstream."""
+        raw = f"{self.event.get('id')}\x1f{self.automation}\x1f{self.index}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+    def secret(self, name: str) -> str:
+        """The value of a secret, for sending it; config checked it exists."""
+        return self.services.secrets[name].reveal()
 
 
 class ActionSpec(Protocol):
-    """One configured action of an automation."""
+    """One configured action of an automation, as its kind module parsed it."""
 
     kind: ClassVar[str]
-
-    @property
-    def timeout(self) -> float: ...
 
     def templates(self) -> Iterator[tuple[Path, Template]]:
         """Every template of this action with its path inside the action's block."""
@@ -77,9 +143,26 @@ class ActionSpec(Protocol):
         """A one-line summary without secret values, for logs and the rules listing."""
         ...
 
-    async def run(self, ctx: ActionContext) -> ActionResult:
-        """Carry the action out once; raise ActionError on an expected failure."""
+    def destination(self) -> str:
+        """Who receives it (a host, a service): concurrency is bounded per destination."""
         ...
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        """Make one attempt; raise ActionError on an expected failure."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A spec with the settings every kind shares: per-attempt timeout and retry policy."""
+
+    spec: ActionSpec
+    timeout: float = DEFAULT_TIMEOUT
+    retry: RetryPolicy = RetryPolicy()
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
 
 
 class SpecProblems(Exception):
@@ -101,32 +184,25 @@ class OptionReader:
         self.problems: list[tuple[Path, str]] = []
         self.parsed: list[tuple[Path, Template]] = []
 
-    def template(self, key: str, default: str | None = None) -> Template | None:
-        """The option `key` parsed as a template, else `default` parsed, else None."""
-        text = self.options.get(key, default)
-        if text is None:
-            return None
+    def template(self, key: str, default: str) -> Template:
+        """The option `key` parsed as a template (else `default`)."""
+        text = str(self.options.get(key, default))
         try:
-            template = Template.parse(str(text))
+            template = Template.parse(text)
         except TemplateError as exc:
             self.problems.append(((key,), template_problem(exc)))
-            return None
+            return Template(text, (text,))
         self.parsed.append(((key,), template))
         return template
 
-    def timeout(self) -> float:
-        """The per-attempt timeout in seconds (default 10 s)."""
-        raw = self.options.get("timeout")
-        if raw is None:
-            return DEFAULT_TIMEOUT
-        try:
-            seconds = parse_duration(raw)
-        except ValueError as exc:
-            self.problems.append((("timeout",), str(exc)))
-            return DEFAULT_TIMEOUT
-        if seconds <= 0:
-            self.problems.append((("timeout",), "the timeout must be longer than 0"))
-        return seconds
+    def text(self, key: str, default: str = "") -> str:
+        """A plain (not templated) text option."""
+        return str(self.options.get(key, default))
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        """A list-of-text option."""
+        value = self.options.get(key)
+        return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
     def done(self) -> None:
         """Raise SpecProblems if anything was wrong (with the templates that did parse, so
@@ -141,5 +217,5 @@ def template_problem(exc: TemplateError) -> str:
 
 
 def shorten(text: str, limit: int = DETAIL_LIMIT) -> str:
-    """Cut a response body for the audit trail."""
-    return text if len(text) <= limit else text[:limit] + "…"
+    """Cut a text (a response body, a summary) to `limit` characters."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

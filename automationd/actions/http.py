@@ -1,12 +1,13 @@
 """Sending one HTTP request for an action, written once for every HTTP-based kind.
 
-It classifies the outcome the way every kind needs it: 2xx is success; timeouts, connection
-errors, 429 (with Retry-After) and 5xx are retryable failures; other statuses are permanent.
+It classifies the outcome the way every kind needs it: 2xx is success; connection errors,
+429 (with Retry-After) and 5xx are retryable failures; other statuses are permanent. The
+engine bounds each attempt's time. Error messages name the destination by `name`, never by
+a URL that might hold a secret (Slack and Teams webhook URLs are secrets).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 
@@ -28,47 +29,44 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 async def send(
     session: aiohttp.ClientSession,
-    method: str,
     url: str,
     *,
-    time_limit: float,
+    name: str,
     json_body: object = None,
+    form: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
+    auth: aiohttp.BasicAuth | None = None,
 ) -> ActionResult:
-    """Send one request and classify the answer; raises ActionError on failure."""
+    """POST one request (JSON, or form-encoded when `form` is given) and classify the answer;
+    raises ActionError on failure."""
+    data: bytes | aiohttp.FormData
+    if form is not None:
+        data = aiohttp.FormData(dict(form))
+        request_headers = dict(headers or {})
+    else:
+        try:
+            data = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise ActionError(f"the payload is not JSON: {exc}", retryable=False) from None
+        request_headers = {"Content-Type": "application/json", **(headers or {})}
     try:
-        data = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
-        raise ActionError(f"the payload is not JSON: {exc}", retryable=False) from None
-    request_headers = {"Content-Type": "application/json", **(headers or {})}
-    try:
-        async with session.request(
-            method,
-            url,
-            data=data,
-            headers=request_headers,
-            timeout=aiohttp.ClientTimeout(total=time_limit),
-            allow_redirects=False,
+        async with session.post(
+            url, data=data, headers=request_headers, auth=auth, allow_redirects=False
         ) as response:
             body = shorten(await response.text(errors="replace"))
             status = response.status
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-    except TimeoutError:
-        raise ActionError(f"no answer within {time_limit:g} s", retryable=True) from None
     except aiohttp.ClientConnectionError as exc:
-        raise ActionError(f"connection failed: {exc}", retryable=True) from None
+        raise ActionError(f"{name}: connection failed: {exc}", retryable=True) from None
     except aiohttp.ClientError as exc:
-        raise ActionError(f"request failed: {exc}", retryable=True) from None
+        raise ActionError(f"{name}: request failed: {exc}", retryable=True) from None
     except ValueError as exc:  # e.g. a rendered header value with a line break
-        raise ActionError(f"the request cannot be sent: {exc}", retryable=False) from None
-    except asyncio.CancelledError:
-        raise
+        raise ActionError(f"{name}: the request cannot be sent: {exc}", retryable=False) from None
     if 200 <= status < 300:
         return ActionResult(status, body)
-    retryable = status == 429 or status >= 500
     raise ActionError(
-        f"{url_for_log(url)} answered {status}",
-        retryable=retryable,
+        f"{name} answered {status}",
+        retryable=status == 429 or status >= 500,
         status=status,
         detail=body,
         retry_after=retry_after if status == 429 else None,
@@ -76,9 +74,15 @@ async def send(
 
 
 def url_for_log(url: str) -> str:
-    """Scheme, host and path only: query strings often carry tokens."""
+    """Scheme, host and path only: query strings and user info often carry tokens."""
     base = url.split("?", 1)[0].split("#", 1)[0]
-    if "@" in base.split("//", 1)[-1].split("/", 1)[0]:
-        scheme, rest = base.split("//", 1) if "//" in base else ("", base)
-        base = f"{scheme}//{rest.split('@', 1)[1]}"
-    return base
+    scheme, sep, rest = base.partition("//")
+    if not sep:
+        return base
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}//{authority.rsplit('@', 1)[-1]}{slash}{path}"
+
+
+def host_of(url: str) -> str:
+    """The host:port part of a URL, as the destination key of its actions."""
+    return url.partition("//")[2].partition("/")[0].rsplit("@", 1)[-1] or url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from automationd.actions import ActionSpec, webhook
+from automationd.actions import ActionSpec, email, pagerduty, slack, teams, twilio, webhook
 
 ALL_KINDS = (
     "webhook",
@@ -21,5 +21,10 @@ ALL_KINDS = (
 
 PARSERS: Mapping[str, Callable[[Mapping[str, object]], ActionSpec]] = {
     webhook.WebhookAction.kind: webhook.parse,
+    slack.SlackAction.kind: slack.parse,
+    teams.TeamsAction.kind: teams.parse,
+    email.EmailAction.kind: email.parse,
+    twilio.TwilioAction.kind: twilio.parse,
+    pagerduty.PagerDutyAction.kind: pagerduty.parse,
 }
 """The kinds this build can run."""

@@ -13,7 +13,7 @@ from automationd.actions import (
     Path,
     template_problem,
 )
-from automationd.actions.http import send, url_for_log
+from automationd.actions.http import host_of, send, url_for_log
 from automationd.templating import (
     JsonNode,
     JsonTemplateError,
@@ -29,13 +29,13 @@ DEFAULT_HEADERS = {"X-PREFECT-EVENT-ID": "{id}"}
 
 @dataclass(frozen=True, slots=True)
 class WebhookAction:
-    """POST JSON to `url`; any 2xx answer is success."""
+    """POST JSON to `url`; any 2xx answer is success. An `Idempotency-Key` header, stable per
+    event, automation and action, lets the receiver drop repeats of a retried delivery."""
 
     kind: ClassVar[str] = "webhook"
     url: str
     payload: JsonNode | None
     headers: tuple[tuple[Template, Template], ...]
-    timeout: float
 
     def templates(self) -> Iterator[tuple[Path, Template]]:
         if self.payload is not None:
@@ -48,8 +48,11 @@ class WebhookAction:
     def describe(self) -> str:
         return f"webhook POST {url_for_log(self.url)}"
 
+    def destination(self) -> str:
+        return host_of(self.url)
+
     def render(self, event: Mapping[str, object]) -> tuple[object, dict[str, str]]:
-        """The body and headers this action sends for `event`."""
+        """The body and headers (without Idempotency-Key) this action sends for `event`."""
         body = dict(event) if self.payload is None else render_json(self.payload, event)
         headers = {name.render(event): value.render(event) for name, value in self.headers}
         return body, headers
@@ -57,7 +60,11 @@ class WebhookAction:
     async def run(self, ctx: ActionContext) -> ActionResult:
         body, headers = self.render(ctx.event)
         return await send(
-            ctx.http, "POST", self.url, time_limit=self.timeout, json_body=body, headers=headers
+            ctx.services.http,
+            self.url,
+            name=url_for_log(self.url),
+            json_body=body,
+            headers={"Idempotency-Key": ctx.idempotency_key, **headers},
         )
 
 
@@ -80,6 +87,5 @@ def parse(options: Mapping[str, object]) -> WebhookAction:
                 reader.parsed.extend((("headers", str(name)), t) for t in header)
             except TemplateError as exc:
                 reader.problems.append((("headers", str(name)), template_problem(exc)))
-    timeout = reader.timeout()
     reader.done()
-    return WebhookAction(str(options["url"]), payload, tuple(headers), timeout)
+    return WebhookAction(str(options["url"]), payload, tuple(headers))
