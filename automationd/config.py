@@ -37,7 +37,7 @@ from automationd.actions import (
     SmtpSettings,
     SpecProblems,
 )
-from automationd.actions.registry import PARSERS
+from automationd.actions.registry import ALL_KINDS, PARSERS
 from automationd.durations import parse_duration
 from automationd.events import (
     ANY,
@@ -526,7 +526,7 @@ class _Checker:
         blocks = raw.get("actions")
         for j, block in enumerate(blocks if isinstance(blocks, list) else []):
             action_path = (*path, "actions", j)
-            if isinstance(block, dict) and len(block) == 1 and self.clean(action_path):
+            if isinstance(block, dict) and len(block) == 1:
                 action = self._action(action_path, block, types)
                 if action is not None:
                     actions.append(action)
@@ -592,7 +592,9 @@ class _Checker:
         self, path: DocPath, block: dict[str, Any], types: list[EventType] | None
     ) -> Action | None:
         ((kind, options),) = block.items()
-        options = options or {}
+        options = options if isinstance(options, dict) else {}
+        if kind not in ALL_KINDS:
+            return None  # the schema reported it
         if kind not in PARSERS:
             self.add(
                 (*path, kind),
@@ -603,10 +605,14 @@ class _Checker:
         for key, value in options.items():
             if key.endswith("_secret"):
                 self._secret_ref((*path, kind, key), value)
+        timeout = DEFAULT_TIMEOUT
+        if self.clean((*path, kind, "timeout")):
+            timeout = self._seconds((*path, kind, "timeout"), options.get("timeout"), timeout)
+        retry = self._retry((*path, kind, "retry"), options.get("retry"), self.retry)
+        if not self.clean((*path, kind)):
+            return None
         if kind == "email" and not self.has_smtp:
             self.add((*path, kind), "email actions need an smtp: block (host, from)", at_key=True)
-        timeout = self._seconds((*path, kind, "timeout"), options.get("timeout"), DEFAULT_TIMEOUT)
-        retry = self._retry((*path, kind, "retry"), options.get("retry"), self.retry)
         spec: ActionSpec | None = None
         try:
             spec = PARSERS[kind](options)

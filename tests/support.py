@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 @dataclass
@@ -35,18 +36,28 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     status: dict[str, int] = field(default_factory=dict)
     delay: dict[str, float] = field(default_factory=dict)
+    replies: dict[str, list[tuple[int, str, dict[str, str]]]] = field(default_factory=dict)
+    """Per path, answers (status, text body, headers) to give in turn, before `status`."""
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        try:
-            body: object = json.loads(raw)
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
+        body: object
+        if request.content_type == "application/x-www-form-urlencoded":
+            body = dict(await request.post())
+        else:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw.decode("utf-8", "replace")
         await asyncio.sleep(self.delay.get(request.path, 0))
         async with self._arrived:
             self.requests.append(Received(request.path, dict(request.headers), body))
             self._arrived.notify_all()
+        queued = self.replies.get(request.path)
+        if queued:
+            status, text, headers = queued.pop(0)
+            return web.Response(status=status, text=text, headers=headers)
         status = self.status.get(request.path, 200)
         return web.json_response({"ok": status < 400, "path": request.path}, status=status)
 
@@ -75,6 +86,66 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield recv
     finally:
         await runner.cleanup()
+
+
+@dataclass
+class Mailbox:
+    """An aiosmtpd handler: keeps delivered mail, refuses some recipients, fails DATA on cue."""
+
+    messages: list[Envelope] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)
+    busy_times: int = 0
+    """How many DATA commands to answer with 451 before accepting."""
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address in self.refuse:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.busy_times > 0:
+            self.busy_times -= 1
+            return "451 4.3.0 mailbox busy, try again later"
+        self.messages.append(envelope)
+        return "250 Message accepted for delivery"
+
+
+@asynccontextmanager
+async def smtp_server(
+    mailbox: Mailbox, *, login: tuple[str, str] | None = None
+) -> AsyncIterator[int]:
+    """A real aiosmtpd SMTP server on a free loopback port (yields the port); with `login`,
+    AUTH is required (without TLS: it is loopback)."""
+
+    def authenticate(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
+    ) -> AuthResult:
+        ok = (
+            login is not None
+            and isinstance(data, LoginPassword)
+            and (data.login.decode(), data.password.decode()) == login
+        )
+        return AuthResult(success=ok, handled=False)
+
+    def protocol() -> SMTP:
+        return SMTP(
+            mailbox,
+            hostname="mail.test",
+            auth_required=login is not None,
+            auth_require_tls=False,
+            authenticator=authenticate if login else None,
+        )
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(protocol, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 LISTENING = re.compile(r"listening on (http://\S+)")

@@ -8,6 +8,7 @@ a URL that might hold a secret (Slack and Teams webhook URLs are secrets).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 
@@ -35,7 +36,6 @@ async def send(
     json_body: object = None,
     form: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
-    auth: aiohttp.BasicAuth | None = None,
 ) -> ActionResult:
     """POST one request (JSON, or form-encoded when `form` is given) and classify the answer;
     raises ActionError on failure."""
@@ -51,7 +51,7 @@ async def send(
         request_headers = {"Content-Type": "application/json", **(headers or {})}
     try:
         async with session.post(
-            url, data=data, headers=request_headers, auth=auth, allow_redirects=False
+            url, data=data, headers=request_headers, allow_redirects=False
         ) as response:
             body = shorten(await response.text(errors="replace"))
             status = response.status
@@ -71,6 +71,11 @@ async def send(
         detail=body,
         retry_after=retry_after if status == 429 else None,
     )
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An HTTP Basic `Authorization` header value."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def url_for_log(url: str) -> str:

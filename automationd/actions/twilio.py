@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import quote
 
-import aiohttp
-
 from automationd.actions import ActionContext, ActionResult, OptionReader, Path, shorten
-from automationd.actions.http import send
+from automationd.actions.http import basic_auth, send
 from automationd.templating import Template
 
 DEFAULT_MESSAGE = "{message}"
@@ -43,7 +41,7 @@ class TwilioAction:
     async def run(self, ctx: ActionContext) -> ActionResult:
         base = ctx.services.endpoints.twilio.rstrip("/")
         url = f"{base}/2010-04-01/Accounts/{quote(self.account_sid, safe='')}/Messages.json"
-        auth = aiohttp.BasicAuth(self.account_sid, ctx.secret(self.auth_token_secret))
+        auth = {"Authorization": basic_auth(self.account_sid, ctx.secret(self.auth_token_secret))}
         body = shorten(self.message.render(ctx.event), BODY_LIMIT)
         done = ctx.progress.setdefault("texted", [])
         assert isinstance(done, list)
@@ -60,7 +58,7 @@ class TwilioAction:
                     "MessagingServiceSid": self.messaging_service_sid,
                     "Body": body,
                 },
-                auth=auth,
+                headers=auth,
             )
             done.append(number)
             status = result.status
