@@ -38,6 +38,8 @@ class Receiver:
     delay: dict[str, float] = field(default_factory=dict)
     replies: dict[str, list[tuple[int, str, dict[str, str]]]] = field(default_factory=dict)
     """Per path, answers (status, text body, headers) to give in turn, before `status`."""
+    in_flight: int = 0
+    most_in_flight: int = 0
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -50,7 +52,12 @@ class Receiver:
                 body = json.loads(raw)
             except ValueError:
                 body = raw.decode("utf-8", "replace")
-        await asyncio.sleep(self.delay.get(request.path, 0))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay.get(request.path, 0))
+        finally:
+            self.in_flight -= 1
         async with self._arrived:
             self.requests.append(Received(request.path, dict(request.headers), body))
             self._arrived.notify_all()

@@ -377,3 +377,24 @@ async def test_a_dead_smtp_server_is_retried(tmp_path: Path) -> None:
     (outcome,) = outcomes(tmp_path)
     assert (outcome["kind"], outcome["attempts"]) == ("action.failed", 5)
     assert len(delays) == 4
+
+
+async def test_concurrency_is_bounded_per_destination(tmp_path: Path, recv: Receiver) -> None:
+    recv.delay["/slow"] = 0.3
+    async with receiver() as other:
+        rules = f"""\
+            automations:
+              - name: slow
+                on: [flow_run_state_change]
+                actions: [{{webhook: {{url: "{recv.url}/slow"}}}}]
+              - name: other
+                on: [flow_run_state_change]
+                actions: [{{webhook: {{url: "{other.url}/fast"}}}}]
+        """
+        async with engine_for(tmp_path, rules) as (engine, _):
+            engine.accept([{**FAILED, "id": f"e{i}"} for i in range(20)], batch=True)
+            # the other destination gets all 20 while the slow one works through its queue
+            await other.wait_for(20, within=5)
+            assert len(recv.requests) < 20
+    assert len(recv.requests) == 20
+    assert recv.most_in_flight == 8  # DESTINATION_CONCURRENCY

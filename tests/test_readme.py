@@ -94,3 +94,21 @@ async def test_the_curl_walkthrough_works_as_written(tmp_path: Path) -> None:
         "action.succeeded",
     ]
     assert story[3]["status"] == 200
+
+
+def test_the_yaml_examples_are_valid_rules(tmp_path: Path) -> None:
+    """Every YAML example of the README loads (secret files and variables provided)."""
+    (tmp_path / "teams-url").write_text("https://example.webhook.office.com/x\n")
+    (tmp_path / "twilio").write_text("token")
+    environ = {
+        "SLACK_OPS_WEBHOOK": "https://hooks.slack.com/services/T/B/x",
+        "SMTP_PASSWORD": "pw",
+        "CREDENTIALS_DIRECTORY": str(tmp_path),
+    }
+    examples = code_blocks("yaml")
+    assert len(examples) >= 2
+    for example in examples:
+        text = example if example.startswith("version:") else "version: 1\n" + example
+        text = text.replace("/etc/automationd/", f"{tmp_path}/")
+        config = parse_config(text.encode(), tmp_path / "rules.yaml", environ=environ)
+        assert config.automations

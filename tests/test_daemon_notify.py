@@ -1,0 +1,105 @@
+"""Every notification kind delivered through the running daemon, secrets kept out of sight."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.support import Mailbox, audit_records, daemon, receiver, smtp_server
+
+SLACK_TOKEN = "T00000000/B00000000/XXXXslackSECRETXXXX"
+TEAMS_TOKEN = "workflows/abc/triggers/manual/run?sig=teamsSECRETsig"
+TWILIO_TOKEN = "twilioSECRETtoken"
+SMTP_PASSWORD = "smtpSECRETpassword"
+
+
+async def test_all_kinds_deliver_and_no_secret_leaks(tmp_path: Path) -> None:
+    mailbox = Mailbox()
+    async with receiver() as recv, smtp_server(mailbox, login=("bot", SMTP_PASSWORD)) as smtp_port:
+        slack_url = f"{recv.url}/services/{SLACK_TOKEN}"
+        teams_url = f"{recv.url}/{TEAMS_TOKEN}"
+        # Slack first fails with a body that echoes the secret URL back, then says ok.
+        recv.replies[f"/services/{SLACK_TOKEN}"] = [
+            (500, f"boom at {slack_url}", {}),
+            (200, "ok", {}),
+        ]
+        recv.replies["/workflows/abc/triggers/manual/run"] = [(202, "", {})]
+        recv.replies["/v2/enqueue"] = [(202, '{"status":"success"}', {})]
+        recv.replies["/2010-04-01/Accounts/AC1/Messages.json"] = [(201, "{}", {})]
+        (tmp_path / "teams-url").write_text(teams_url + "\n")
+        credentials = tmp_path / "credentials"
+        credentials.mkdir()
+        (credentials / "twilio").write_text(TWILIO_TOKEN)
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            f"""\
+version: 1
+server: {{listen: "127.0.0.1:0"}}
+secrets:
+  slack: {{env: SLACK_URL}}
+  teams: {{file: {tmp_path / "teams-url"}}}
+  twilio: {{credential: twilio}}
+  smtp-password: {{env: SMTP_PASSWORD}}
+smtp: {{host: 127.0.0.1, port: {smtp_port}, from: bot@example.com, username: bot, password_secret: smtp-password}}
+endpoints: {{twilio: "{recv.url}", pagerduty: "{recv.url}"}}
+retry: {{initial: 10ms}}
+automations:
+  - name: everyone
+    on: [flow_run_state_change]
+    match: {{state: Failed}}
+    actions:
+      - slack: {{webhook_url_secret: slack}}
+      - teams: {{webhook_url_secret: teams}}
+      - email: {{to_emails: [ops@example.com]}}
+      - twilio: {{account_sid: AC1, auth_token_secret: twilio, messaging_service_sid: MG1, phone_numbers: ["+15550100"]}}
+      - pagerduty: {{routing_key: R1, severity: critical}}
+"""
+        )
+        env = {
+            "SLACK_URL": slack_url,
+            "SMTP_PASSWORD": SMTP_PASSWORD,
+            "CREDENTIALS_DIRECTORY": str(credentials),
+        }
+        async with daemon(rules, env=env) as proc:
+            status, _ = await proc.post(
+                {"type": "flow_run_state_change", "state": "Failed", "flow_name": "etl"}
+            )
+            assert status == 202
+            await recv.wait_for(5)
+            async with asyncio.timeout(10):
+                while not mailbox.messages:
+                    await asyncio.sleep(0.05)
+            assert await proc.stop() == 0
+    assert sorted(r.path for r in recv.requests) == sorted(
+        [
+            f"/services/{SLACK_TOKEN}",
+            f"/services/{SLACK_TOKEN}",
+            "/workflows/abc/triggers/manual/run",
+            "/v2/enqueue",
+            "/2010-04-01/Accounts/AC1/Messages.json",
+        ]
+    )
+    records = audit_records(tmp_path / "audit.jsonl")
+    finals = {
+        str(r["action"]): r for r in records if r["kind"] in ("action.succeeded", "action.failed")
+    }
+    assert {kind: r["kind"] for kind, r in finals.items()} == {
+        kind: "action.succeeded" for kind in ("slack", "teams", "email", "twilio", "pagerduty")
+    }
+    assert finals["slack"]["attempts"] == 2
+    first_slack = next(
+        r for r in records if r["kind"] == "action.attempt" and r["action"] == "slack"
+    )
+    assert first_slack["response"] == "boom at ********"  # the whole URL is the secret
+    trail = (tmp_path / "audit.jsonl").read_text()
+    log = "\n".join(proc.log)
+    for secret in (
+        SLACK_TOKEN,
+        "teamsSECRETsig",
+        TWILIO_TOKEN,
+        SMTP_PASSWORD,
+        slack_url,
+        teams_url,
+    ):
+        assert secret not in trail
+        assert secret not in log
