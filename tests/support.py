@@ -103,6 +103,7 @@ class Mailbox:
     refuse: set[str] = field(default_factory=set)
     busy_times: int = 0
     """How many DATA commands to answer with 451 before accepting."""
+    delivered: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -117,6 +118,7 @@ class Mailbox:
             self.busy_times -= 1
             return "451 4.3.0 mailbox busy, try again later"
         self.messages.append(envelope)
+        self.delivered.set()
         return "250 Message accepted for delivery"
 
 

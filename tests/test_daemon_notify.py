@@ -66,9 +66,7 @@ automations:
             )
             assert status == 202
             await recv.wait_for(5)
-            async with asyncio.timeout(10):
-                while not mailbox.messages:
-                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(mailbox.delivered.wait(), 10)
             assert await proc.stop() == 0
     assert sorted(r.path for r in recv.requests) == sorted(
         [
@@ -83,9 +81,9 @@ automations:
     finals = {
         str(r["action"]): r for r in records if r["kind"] in ("action.succeeded", "action.failed")
     }
-    assert {kind: r["kind"] for kind, r in finals.items()} == {
-        kind: "action.succeeded" for kind in ("slack", "teams", "email", "twilio", "pagerduty")
-    }
+    assert {kind: r["kind"] for kind, r in finals.items()} == dict.fromkeys(
+        ("slack", "teams", "email", "twilio", "pagerduty"), "action.succeeded"
+    )
     assert finals["slack"]["attempts"] == 2
     first_slack = next(
         r for r in records if r["kind"] == "action.attempt" and r["action"] == "slack"
