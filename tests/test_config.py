@@ -305,3 +305,30 @@ def test_any_wrong_value_anywhere_is_a_config_error_never_a_crash() -> None:
             assert all(p.position is not None for p in found), found
     # Most mutations break the file (and were reported, located); some are still valid.
     assert 400 < rejected < 715
+
+
+def test_templates_of_every_notification_kind_are_checked() -> None:
+    text = """\
+        version: 1
+        secrets: {s: {env: S}}
+        smtp: {host: 127.0.0.1, from: a@example.com}
+        automations:
+          - name: a
+            on: [flow_run_state_change]
+            actions:
+              - slack: {webhook_url_secret: s, message: "{flow_name"}
+              - teams: {webhook_url_secret: s, title: "{flw_name}"}
+              - email: {to_emails: [b@example.com], subject: "{stat}", body: "ok {x:>3}"}
+              - twilio: {account_sid: A, auth_token_secret: s, messaging_service_sid: M, phone_numbers: ["+15550100"], message: "{kind}"}
+              - pagerduty: {routing_key: R, message: "{{literal}} {state_mesage}"}
+    """
+    with pytest.raises(ConfigError) as caught:
+        parse_config(textwrap.dedent(text).encode(), SOURCE, environ={"S": "https://hooks/x"})
+    assert caught.value.lines() == [
+        f"{SOURCE}:8:49: automations[0].actions[0].slack.message: template error at character 1: '{{' is never closed (write '{{{{' for a literal brace)",
+        f"{SOURCE}:9:47: automations[0].actions[1].teams.title: 'flw_name' is not an attribute of flow_run_state_change events; did you mean 'flow_name'?",
+        f"{SOURCE}:10:54: automations[0].actions[2].email.subject: 'stat' is not an attribute of flow_run_state_change events; did you mean 'state'?",
+        f"{SOURCE}:10:70: automations[0].actions[2].email.body: template error at character 4: field '{{x:>3}}': conversions and format specs are not supported",
+        f"{SOURCE}:11:121: automations[0].actions[3].twilio.message: 'kind' is not an attribute of flow_run_state_change events; did you mean 'id'?",
+        f"{SOURCE}:12:46: automations[0].actions[4].pagerduty.message: 'state_mesage' is not an attribute of flow_run_state_change events; did you mean 'state_message'?",
+    ]
