@@ -40,8 +40,10 @@ class AuditLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8", errors="backslashreplace")
 
-    def write(self, kind: str, **fields: object) -> None:
+    def write(self, kind: str, /, **fields: object) -> None:
         """Append one record. A failing disk is logged, counted and survived."""
+        if "time" in fields or "kind" in fields:
+            raise ValueError("'time' and 'kind' are the audit record's own fields")
         record = {"time": format_timestamp(self._clock()), "kind": kind, **fields}
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
         if self._file is None:

@@ -58,8 +58,6 @@ DEFAULT_MAX_BODY = 1024 * 1024
 
 NOT_YET = {
     ("prefect",): "the Prefect integration",
-    ("flow_slas",): "flow SLAs",
-    ("agent_slas",): "agent SLAs",
     ("server", "tokens_file"): "bearer tokens",
     ("server", "tls"): "TLS",
 }
@@ -98,6 +96,13 @@ class AuditConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where the state store lives (a SQLite file)."""
+
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
 class Matcher:
     """One `match:` entry: the value at `path` must equal one of `values`."""
 
@@ -125,6 +130,25 @@ class Automation:
 
 
 @dataclass(frozen=True, slots=True)
+class FlowSla:
+    """A deadline on flow runs: SCHEDULED_NOT_STARTED or STARTED_NOT_FINISHED after `duration`."""
+
+    id: str
+    kind: str
+    duration: float
+    match: tuple[Matcher, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSla:
+    """At least `min_healthy` agents of a config must have sent a heartbeat within `window`."""
+
+    agent_config_id: str
+    min_healthy: int
+    window: float
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A loaded rules file."""
 
@@ -138,6 +162,9 @@ class Config:
     endpoints: Endpoints = field(default_factory=Endpoints)
     smtp: SmtpSettings | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    state: StateConfig = field(default_factory=lambda: StateConfig(Path("state.db")))
+    flow_slas: tuple[FlowSla, ...] = ()
+    agent_slas: tuple[AgentSla, ...] = ()
 
     def resolver(self) -> EventTypeResolver:
         """Type name -> EventType for this file's declared types."""
@@ -311,11 +338,82 @@ class _Checker:
         resolver = EventTypeResolver(event_types)
         self.retry, self.has_smtp = retry, smtp is not None
         automations = self._automations(data.get("automations"), resolver)
+        base = Path(state_directory) if state_directory else source.parent
+        state = self._state(data.get("state"), base)
+        flow_slas = self._flow_slas(data.get("flow_slas"))
+        agent_slas = self._agent_slas(data.get("agent_slas"))
         if server is None or audit is None or automations is None or self.problems:
             return None
         return Config(
-            source, sha256, server, audit, event_types, automations, secrets, endpoints, smtp, retry
+            source,
+            sha256,
+            server,
+            audit,
+            event_types,
+            automations,
+            secrets,
+            endpoints,
+            smtp,
+            retry,
+            state or StateConfig(base / "state.db"),
+            flow_slas,
+            agent_slas,
         )
+
+    def _state(self, raw: object, base: Path) -> StateConfig | None:
+        if not isinstance(raw, dict) or not self.clean(("state",)):
+            return None
+        url = str(raw.get("url", "sqlite:///state.db"))
+        if not url.startswith("sqlite:///"):
+            self.add(("state", "url"), "only sqlite:/// state stores are available in this version")
+            return None
+        for key in ("retention", "dedup_window"):
+            self._seconds(("state", key), raw.get(key), 1.0)
+        return StateConfig(base / url.removeprefix("sqlite:///"))
+
+    def _flow_slas(self, raw: object) -> tuple[FlowSla, ...]:
+        slas: list[FlowSla] = []
+        first: dict[str, int] = {}
+        flow_run = [BUILTIN_TYPES["flow_run_state_change"]]
+        for i, item in enumerate(raw if isinstance(raw, list) else []):
+            path: DocPath = ("flow_slas", i)
+            if not isinstance(item, dict) or not self.clean(path):
+                continue
+            sla_id = str(item["id"])
+            if sla_id in first:
+                self.add(
+                    (*path, "id"),
+                    f"duplicate flow SLA id '{sla_id}' (first at line {first[sla_id]})",
+                )
+            where = self.doc.position((*path, "id"))
+            first.setdefault(sla_id, where.line if where else 0)
+            matchers = []
+            for attribute, expected in (item.get("match") or {}).items():
+                self._check_attribute((*path, "match", attribute), attribute, flow_run, at_key=True)
+                values = tuple(expected) if isinstance(expected, list) else (expected,)
+                matchers.append(Matcher(tuple(attribute.split(".")), values))
+            duration = self._seconds((*path, "duration"), item["duration"], 1.0)
+            slas.append(FlowSla(sla_id, str(item["kind"]), duration, tuple(matchers)))
+        return tuple(slas)
+
+    def _agent_slas(self, raw: object) -> tuple[AgentSla, ...]:
+        slas: list[AgentSla] = []
+        first: dict[str, int] = {}
+        for i, item in enumerate(raw if isinstance(raw, list) else []):
+            path: DocPath = ("agent_slas", i)
+            if not isinstance(item, dict) or not self.clean(path):
+                continue
+            config_id = str(item["agent_config_id"])
+            if config_id in first:
+                self.add(
+                    (*path, "agent_config_id"),
+                    f"duplicate agent SLA for '{config_id}' (first at line {first[config_id]})",
+                )
+            where = self.doc.position((*path, "agent_config_id"))
+            first.setdefault(config_id, where.line if where else 0)
+            window = self._seconds((*path, "window"), item["window"], 1.0)
+            slas.append(AgentSla(config_id, int(item["min_healthy"]), window))
+        return tuple(slas)
 
     def _secrets(self, raw: object) -> dict[str, Secret]:
         """Resolve every declared secret; a missing one is a problem naming it, never its value."""

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,9 +23,12 @@ from automationd import __version__
 from automationd.actions import Action, ActionContext, ActionError, Services
 from automationd.audit import AuditLog
 from automationd.config import Automation, Config
+from automationd.deadlines import ScheduledDeadlines
 from automationd.events import EventError, EventTypeResolver, normalise
 from automationd.matching import AutomationIndex
 from automationd.secrets import Redactor
+from automationd.sla import SlaTracker
+from automationd.state import StateStore
 
 log = logging.getLogger("automationd.engine")
 
@@ -58,35 +61,39 @@ class Rules:
         )
 
 
-@dataclass(slots=True)
 class Engine:
-    """Accepts events, matches them against the live rules, runs and audits actions."""
+    """Accepts events, matches them against the live rules, runs and audits actions, and
+    keeps the SLA deadlines the events arm."""
 
-    rules: Rules
-    audit: AuditLog
-    clock: Callable[[], datetime] = utc_now
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    rng: random.Random = field(default_factory=random.Random)
-    _limits: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-    _queue: asyncio.Queue[dict[str, object]] = field(default_factory=asyncio.Queue)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    _worker: asyncio.Task[None] | None = None
-    _syncer: asyncio.Task[None] | None = None
-    _http: aiohttp.ClientSession | None = None
+    def __init__(self, config: Config, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.rules = Rules.of(config)
+        self.clock = clock
+        self.audit = AuditLog(config.audit.path, fsync=config.audit.fsync, clock=clock)
+        self.store = StateStore(config.state.path)
+        self.deadlines = ScheduledDeadlines(self.store, self._deadline_passed)
+        self.sla = SlaTracker(self.deadlines, self.store, self.audit, self.emit, clock)
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self.rng = random.Random()
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self._queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._http: aiohttp.ClientSession | None = None
 
     @classmethod
     def create(cls, config: Config, *, clock: Callable[[], datetime] = utc_now) -> Engine:
-        """An engine for `config` writing the audit trail the config names."""
-        audit = AuditLog(config.audit.path, fsync=config.audit.fsync, clock=clock)
-        return cls(Rules.of(config), audit, clock)
+        """An engine for `config`, writing the audit trail and state the config names."""
+        return cls(config, clock=clock)
 
     @property
     def config(self) -> Config:
         return self.rules.config
 
     async def start(self) -> None:
-        """Open the audit trail and the HTTP client, start matching queued events."""
+        """Open the audit trail, the state store and the HTTP client; arm the SLAs of the
+        rules (disarming those no longer in them) before any stored deadline may fire."""
         self.audit.open()
+        self.store.open()
         self._http = aiohttp.ClientSession(
             headers={"User-Agent": f"automationd/{__version__}"},
             timeout=aiohttp.ClientTimeout(total=None),
@@ -94,10 +101,10 @@ class Engine:
             # instead, so one slow destination cannot take every connection.
             connector=aiohttp.TCPConnector(limit=0),
         )
-        self._worker = asyncio.create_task(self._match_queued(), name="automationd-matcher")
-        self._syncer = asyncio.create_task(
-            self.audit.sync_periodically(), name="automationd-audit-sync"
-        )
+        self._background = [
+            asyncio.create_task(self._match_queued(), name="automationd-matcher"),
+            asyncio.create_task(self.audit.sync_periodically(), name="automationd-audit-sync"),
+        ]
         config = self.config
         self.audit.write(
             "config.loaded",
@@ -106,17 +113,20 @@ class Engine:
             automations=[a.name for a in config.automations],
         )
         log.info("loaded %s: %d automations", config.source, len(config.automations))
+        self.sla.configure(config)
+        self.deadlines.start()
 
     async def stop(self) -> None:
-        """Match what is queued, let running actions finish (up to 30 s), close the audit."""
+        """Stop firing deadlines, match what is queued, let running actions finish (up to
+        30 s), close the audit trail and the state store."""
+        await self.deadlines.stop()
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         try:
             await asyncio.wait_for(self._queue.join(), timeout=STOP_GRACE_SECONDS)
         except TimeoutError:
             log.error("stopping with %d events not yet matched", self._queue.qsize())
-        for task in (self._worker, self._syncer):
-            if task is not None:
-                task.cancel()
+        for task in self._background:
+            task.cancel()
         if self._tasks:
             remaining = max(0.0, deadline - time.monotonic())
             _, pending = await asyncio.wait(set(self._tasks), timeout=remaining)
@@ -129,9 +139,23 @@ class Engine:
                 await asyncio.wait(pending)
         if self._http is not None:
             await self._http.close()
+        self.store.close()
         self.audit.close()
 
-    def accept(self, raw_events: Sequence[object], *, batch: bool) -> list[str]:
+    async def _deadline_passed(self, key: str, payload: dict[str, object]) -> None:
+        await self.sla.on_due(key, payload)
+
+    def emit(self, raw: dict[str, object]) -> None:
+        """Accept an event the daemon made itself (an SLA failure): audited and matched like
+        a received one."""
+        try:
+            self.accept([raw], batch=False, source="sla")
+        except EventError as exc:  # a bug: the daemon's own events follow the contract
+            log.error("the daemon made an invalid %s event: %s", raw.get("type"), exc.message)
+
+    def accept(
+        self, raw_events: Sequence[object], *, batch: bool, source: str = "http"
+    ) -> list[str]:
         """Normalise a request's events and queue them; all or none.
 
         Raises EventError naming the field (prefixed with the item's index in a batch)."""
@@ -148,7 +172,11 @@ class Engine:
                 raise EventError(f"event {i} of the batch: {exc.message}", where, i) from None
         for event in events:
             self.audit.write(
-                "event.accepted", event_id=event["id"], event_type=event["type"], event=event
+                "event.accepted",
+                event_id=event["id"],
+                event_type=event["type"],
+                source=source,
+                event=event,
             )
             self._queue.put_nowait(event)
         return [str(event["id"]) for event in events]
@@ -164,7 +192,9 @@ class Engine:
                 self._queue.task_done()
 
     def process(self, event: dict[str, object]) -> None:
-        """Judge every automation of the event's type and start the actions of those that fire."""
+        """Arm or disarm the SLA deadlines the event affects, judge every automation of its
+        type and start the actions of those that fire."""
+        self.sla.observe(event)
         for automation, verdict in self.rules.index.judge_all(event):
             if verdict.error:
                 log.warning("automation %s: %s: %s", automation.name, verdict.reason, verdict.error)

@@ -28,6 +28,7 @@ NUMBER = "a number"
 INTEGER = "an integer"
 LIST = "a list"
 ANY = "any JSON value"
+TIMESTAMP = "an RFC 3339 timestamp"
 
 _FLOW_RUN_ATTRIBUTES = {
     "flow_id": STR,
@@ -39,7 +40,7 @@ _FLOW_RUN_ATTRIBUTES = {
     "state": STR,
     "state_message": STR,
     "flow_run_link": STR,
-    "scheduled_start_time": STR,
+    "scheduled_start_time": TIMESTAMP,
     "state_type": STR,
 }
 
@@ -264,6 +265,15 @@ def _has_kind(value: object, kind: str) -> bool:
     return not isinstance(value, bool) and isinstance(value, _KIND_CHECKS[kind])
 
 
+def _check_timestamp(name: str, value: object) -> datetime:
+    if not isinstance(value, str):
+        raise EventError(f"'{name}' must be an RFC 3339 string, got {_kind_of(value)}", name)
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise EventError(f"'{name}' is not RFC 3339: {exc}", name) from None
+
+
 def normalise(
     raw: object,
     resolve: EventTypeResolver,
@@ -295,15 +305,8 @@ def normalise(
     stamp = event.get("timestamp")
     if stamp is None:
         event["timestamp"] = format_timestamp(now)
-    elif not isinstance(stamp, str):
-        raise EventError(
-            f"'timestamp' must be an RFC 3339 string, got {_kind_of(stamp)}", "timestamp"
-        )
     else:
-        try:
-            event["timestamp"] = format_timestamp(parse_timestamp(stamp))
-        except ValueError as exc:
-            raise EventError(f"'timestamp' is not RFC 3339: {exc}", "timestamp") from None
+        event["timestamp"] = format_timestamp(_check_timestamp("timestamp", stamp))
     for name in ("event_name", "message", "tenant_id", "tenant_slug"):
         value = event.get(name)
         if value is not None and not isinstance(value, str):
@@ -315,6 +318,8 @@ def normalise(
             value = event.get(name)
             if value is None:
                 event[name] = None
+            elif kind == TIMESTAMP:
+                _check_timestamp(name, value)
             elif kind != ANY and not _has_kind(value, kind):
                 raise EventError(f"'{name}' must be {kind}, got {_kind_of(value)}", name)
     if event.get("event_name") is None:

@@ -49,6 +49,7 @@ def create_app(engine: Engine) -> web.Application:
     app[ENGINE] = engine
     app.router.add_post("/events", post_events)
     app.router.add_get("/healthz", get_healthz)
+    app.router.add_get("/slas", get_slas)
     app.cleanup_ctx.append(engine_lifecycle)
     return app
 
@@ -83,3 +84,8 @@ async def post_events(request: web.Request) -> web.Response:
 async def get_healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok", "version": __version__})
+
+
+async def get_slas(request: web.Request) -> web.Response:
+    """Armed flow SLA deadlines (soonest first) and the health of each agent SLA."""
+    return web.json_response(request.app[ENGINE].sla.listing())

@@ -220,9 +220,10 @@ def test_declared_custom_types_are_checked_and_undeclared_accept_anything() -> N
         ("version: 1\nautomations: []\nserver: {listen: '0.0.0.0:8787'}\n", "not a loopback"),
         ("version: 1\nautomations: []\naudit: {fsync: sometimes}\n", "is not one of"),
         (
-            "version: 1\nautomations: []\nflow_slas: []\n",
-            "not available in this version of automationd yet: flow SLAs",
+            "version: 1\nautomations: []\nprefect: {api_url: 'http://h/api'}\n",
+            "not available in this version of automationd yet: the Prefect integration",
         ),
+        ("version: 1\nautomations: []\nstate: {url: 'postgresql://h/db'}\n", "only sqlite:///"),
         ("version: 1\nautomations: []\nserver: {tokens_file: /x}\n", "yet: bearer tokens"),
         ("- just\n- a list\n", "is not of type 'object'"),
     ],

@@ -1,0 +1,157 @@
+"""The state store: what the daemon must remember across restarts, behind one interface.
+
+SQLite in WAL mode by default (`state.url: sqlite:///state.db`), with `synchronous=NORMAL`:
+every write is committed at once and survives the process being killed; only a power loss
+can take the last few commits. The SQL is kept portable (no SQLite-only syntax beyond the
+pragmas), so a PostgreSQL store can stand behind the same methods later.
+
+It holds the SLA deadlines (the scheduler's job store keeps its rows here) and the agents'
+last heartbeats and health; the journal, duplicate ids and cooldowns join it later.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS deadlines (
+        key TEXT PRIMARY KEY,
+        due REAL NOT NULL,
+        payload TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS heartbeats (
+        agent_config_id TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        seen REAL NOT NULL,
+        PRIMARY KEY (agent_config_id, agent_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS flags (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+)
+
+
+class StateError(Exception):
+    """The state store cannot be opened or written."""
+
+
+class StateStore:
+    """SQLite-backed state. All methods are quick (one indexed statement, committed at once)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        """Open (and create) the database; raises StateError saying why it cannot."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            for statement in SCHEMA:
+                db.execute(statement)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(f"cannot open the state database {self.path}: {exc}") from None
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StateError("the state store is not open")
+        return self._db
+
+    # --- deadlines
+
+    def put_deadline(self, key: str, due: float, payload: dict[str, object]) -> None:
+        """Arm or re-arm one deadline."""
+        self.db.execute(
+            "INSERT INTO deadlines (key, due, payload) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET due = excluded.due, payload = excluded.payload",
+            (key, due, json.dumps(payload, separators=(",", ":"))),
+        )
+
+    def put_deadlines(self, rows: list[tuple[str, float, dict[str, object]]]) -> None:
+        """Arm many deadlines in one transaction."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT INTO deadlines (key, due, payload) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET due = excluded.due, payload = excluded.payload",
+                [(k, d, json.dumps(p, separators=(",", ":"))) for k, d, p in rows],
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def delete_deadline(self, key: str) -> None:
+        self.db.execute("DELETE FROM deadlines WHERE key = ?", (key,))
+
+    def delete_deadlines(self, keys: list[str]) -> None:
+        """Disarm many deadlines in one transaction."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.executemany("DELETE FROM deadlines WHERE key = ?", [(k,) for k in keys])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def deadline(self, key: str) -> tuple[float, dict[str, object]] | None:
+        """The due time and payload of one deadline, if armed."""
+        row = self.db.execute("SELECT due, payload FROM deadlines WHERE key = ?", (key,)).fetchone()
+        return None if row is None else (float(row[0]), json.loads(row[1]))
+
+    def deadline_times(self) -> Iterator[tuple[str, float]]:
+        """Every armed deadline's key and due time (for rebuilding the schedule on start)."""
+        yield from self.db.execute("SELECT key, due FROM deadlines")
+
+    def deadlines(self) -> Iterator[tuple[str, float, dict[str, object]]]:
+        """Every armed deadline with its payload, soonest first."""
+        for key, due, payload in self.db.execute(
+            "SELECT key, due, payload FROM deadlines ORDER BY due"
+        ):
+            yield key, float(due), json.loads(payload)
+
+    # --- agent heartbeats and flags
+
+    def put_heartbeat(self, agent_config_id: str, agent_id: str, seen: float) -> None:
+        self.db.execute(
+            "INSERT INTO heartbeats (agent_config_id, agent_id, seen) VALUES (?, ?, ?) "
+            "ON CONFLICT (agent_config_id, agent_id) DO UPDATE SET seen = excluded.seen",
+            (agent_config_id, agent_id, seen),
+        )
+
+    def heartbeats(self, agent_config_id: str) -> dict[str, float]:
+        """Agent id -> time of its last heartbeat, for one agent config."""
+        rows = self.db.execute(
+            "SELECT agent_id, seen FROM heartbeats WHERE agent_config_id = ?", (agent_config_id,)
+        )
+        return {agent: float(seen) for agent, seen in rows}
+
+    def flag(self, name: str) -> str | None:
+        row = self.db.execute("SELECT value FROM flags WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_flag(self, name: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM flags WHERE name = ?", (name,))
+        else:
+            self.db.execute(
+                "INSERT INTO flags (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
