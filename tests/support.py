@@ -68,6 +68,18 @@ class Receiver:
         status = self.status.get(request.path, 200)
         return web.json_response({"ok": status < 400, "path": request.path}, status=status)
 
+    async def wait_for_path(
+        self, path: str, count: int = 1, within: float = 10.0
+    ) -> list[Received]:
+        """Wait until `count` requests to `path` have arrived; those requests."""
+
+        def arrived() -> bool:
+            return sum(r.path == path for r in self.requests) >= count
+
+        async with self._arrived:
+            await asyncio.wait_for(self._arrived.wait_for(arrived), within)
+        return [r for r in self.requests if r.path == path]
+
     async def wait_for(self, count: int, within: float = 10.0) -> list[Received]:
         """Wait until `count` requests have arrived; fail the test if they do not."""
         async with self._arrived:

@@ -1,0 +1,126 @@
+"""SLAs through the real daemon: sub-second durations, restarts and kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+
+from tests.support import Receiver, audit_records, daemon, receiver
+
+
+def sla_rules(tmp_path: Path, recv: Receiver, duration: str) -> Path:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"""\
+version: 1
+server: {{listen: "127.0.0.1:0"}}
+flow_slas:
+  - {{id: nightly-start, kind: SCHEDULED_NOT_STARTED, duration: {duration}, match: {{flow_name: nightly-etl}}}}
+agent_slas:
+  - {{agent_config_id: prod, min_healthy: 1, window: 1s}}
+automations:
+  - name: late
+    on: [flow_sla_failure]
+    actions: [{{webhook: {{url: "{recv.url}/late", payload: {{text: "{{message}}", run: "{{flow_run_id}}"}}}}}}]
+  - name: agents
+    on: [agent_sla_failure, agent_sla_recovered]
+    actions: [{{webhook: {{url: "{recv.url}/agents"}}}}]
+"""
+    )
+    return rules
+
+
+SCHEDULED = {
+    "type": "flow_run_state_change",
+    "flow_name": "nightly-etl",
+    "flow_run_id": "run-42",
+    "flow_run_name": "brave-otter",
+    "state": "Scheduled",
+    "flow_run_link": "http://ui/runs/42",
+}
+
+
+async def get_json(url: str) -> object:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        return await response.json()
+
+
+async def test_a_late_run_fires_its_sla_through_an_automation(tmp_path: Path) -> None:
+    async with receiver() as recv, daemon(sla_rules(tmp_path, recv, "400ms")) as proc:
+        status, _ = await proc.post(SCHEDULED)
+        assert status == 202
+        listing = await get_json(f"{proc.url}/slas")
+        assert isinstance(listing, dict)
+        (armed,) = listing["flow_deadlines"]
+        assert (armed["sla"], armed["flow_run_id"], armed["kind"]) == (
+            "nightly-start",
+            "run-42",
+            "SCHEDULED_NOT_STARTED",
+        )
+        late = await recv.wait_for_path("/late")
+        assert late[0].body == {
+            "text": "Run brave-otter (run-42) of flow nightly-etl failed SCHEDULED_NOT_STARTED SLA "
+            "(nightly-start) after 0.4 seconds. See http://ui/runs/42 for more details.",
+            "run": "run-42",
+        }
+        listing = await get_json(f"{proc.url}/slas")
+        assert isinstance(listing, dict)
+        assert listing["flow_deadlines"] == []
+        assert await proc.stop() == 0
+    kinds = [r["kind"] for r in audit_records(tmp_path / "audit.jsonl")]
+    assert kinds.count("sla.armed") == 1
+    assert kinds.count("sla.fired") >= 1  # the flow SLA (the agent SLA may fail too: no agents)
+
+
+async def test_a_run_that_starts_in_time_fires_nothing(tmp_path: Path) -> None:
+    async with receiver() as recv, daemon(sla_rules(tmp_path, recv, "600ms")) as proc:
+        await proc.post(SCHEDULED)
+        await proc.post({**SCHEDULED, "state": "Running"})
+        await asyncio.sleep(1.0)
+        assert await proc.stop() == 0
+    assert [r.path for r in recv.requests if r.path == "/late"] == []
+
+
+async def test_kill_9_then_restart_fires_a_passed_deadline_exactly_once(tmp_path: Path) -> None:
+    async with receiver() as recv:
+        rules = sla_rules(tmp_path, recv, "1500ms")
+        async with daemon(rules) as proc:
+            status, _ = await proc.post(SCHEDULED)
+            assert status == 202
+            async with asyncio.timeout(5):
+                while "sla.armed" not in (tmp_path / "audit.jsonl").read_text():  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            proc.process.kill()  # SIGKILL: no shutdown of any kind
+            await proc.process.wait()
+        assert [r for r in recv.requests if r.path == "/late"] == []
+        await asyncio.sleep(2.0)  # the deadline passes while nothing runs
+        async with daemon(rules) as proc:
+            await recv.wait_for_path("/late")
+            await asyncio.sleep(1.0)  # and nothing more arrives
+            assert await proc.stop() == 0
+    late = [r for r in recv.requests if r.path == "/late"]
+    assert len(late) == 1
+    assert isinstance(late[0].body, dict)
+    assert late[0].body["run"] == "run-42"
+
+
+async def test_agents_going_quiet_and_coming_back(tmp_path: Path) -> None:
+    async with receiver() as recv, daemon(sla_rules(tmp_path, recv, "1h")) as proc:
+        await proc.post({"type": "agent_heartbeat", "agent_id": "a1", "agent_config_id": "prod"})
+        (failure,) = await recv.wait_for_path("/agents")
+        assert isinstance(failure.body, dict)
+        assert failure.body["type"] == "agent_sla_failure"
+        assert failure.body["agent_ids"] == ["a1"]
+        assert failure.body["message"].endswith("The following agents are unhealthy: a1")
+        await proc.post({"type": "agent_heartbeat", "agent_id": "a1", "agent_config_id": "prod"})
+        _, recovered = await recv.wait_for_path("/agents", 2)
+        assert isinstance(recovered.body, dict)
+        assert recovered.body["type"] == "agent_sla_recovered"
+        assert recovered.body["healthy_agent_ids"] == ["a1"]
+        assert await proc.stop() == 0
+    bodies = [json.dumps(r.body) for r in recv.requests]
+    assert sum("agent_sla_failure" in b for b in bodies) >= 1
