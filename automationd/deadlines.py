@@ -59,8 +59,8 @@ class Deadlines(Protocol):
 
     def get(self, key: str) -> Armed | None: ...
 
-    def armed(self) -> Iterator[Armed]:
-        """Every armed deadline, soonest first."""
+    def armed(self, prefix: str = "") -> Iterator[Armed]:
+        """Every armed deadline whose key starts with `prefix`, soonest first."""
         ...
 
 
@@ -218,8 +218,8 @@ class ScheduledDeadlines:
         found = self._store.deadline(key)
         return None if found is None else Armed(key, found[0], found[1])
 
-    def armed(self) -> Iterator[Armed]:
-        for key, due, payload in self._store.deadlines():
+    def armed(self, prefix: str = "") -> Iterator[Armed]:
+        for key, due, payload in self._store.deadlines(prefix):
             yield Armed(key, due, payload)
 
     def __len__(self) -> int:

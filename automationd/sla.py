@@ -19,6 +19,7 @@ health is judged at the moment an agent goes quiet, and both survive restarts.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -117,6 +118,16 @@ def check_key(agent_config_id: str) -> str:
     return f"agentcheck\x1f{agent_config_id}"
 
 
+FINGERPRINT = "flow_sla\x1f"
+"""Flag names remembering each flow SLA's definition, to see on start what changed."""
+
+
+def _fingerprint(sla: FlowSla) -> str:
+    return json.dumps(
+        [sla.kind, sla.duration, [[m.path, list(m.values)] for m in sla.match]], sort_keys=True
+    )
+
+
 def _failing_flag(agent_config_id: str) -> str:
     return f"agent_sla_failing\x1f{agent_config_id}"
 
@@ -147,18 +158,31 @@ class SlaTracker:
 
     def configure(self, config: Config) -> None:
         """Take the SLAs of `config`; deadlines of removed SLAs are disarmed, those whose
-        duration or window changed are re-armed, each audited."""
+        duration or window changed are re-armed, each audited.
+
+        Only the deadlines of flow SLAs that changed since the last configuration are read
+        (each SLA's definition is remembered in the state store), so a restart with
+        100,000 armed deadlines and unchanged rules reads none of them."""
         self._flow = {sla.id: sla for sla in config.flow_slas}
         self._agent = {sla.agent_config_id: sla for sla in config.agent_slas}
+        known = self._store.flags(FINGERPRINT)
+        current = {FINGERPRINT + sla.id: _fingerprint(sla) for sla in config.flow_slas}
         rearm: list[tuple[str, float, dict[str, object]]] = []
-        for armed in list(self._deadlines.armed()):
-            kind = armed.key.split("\x1f", 1)[0]
-            if kind == "flow":
-                self._reconcile_flow(armed, rearm)
-            elif kind in ("agent", "agentcheck"):
+        for name, fingerprint in known.items():
+            if current.get(name) != fingerprint:
+                sla_id = name.removeprefix(FINGERPRINT)
+                for armed in list(self._deadlines.armed(flow_key(sla_id, ""))):
+                    self._reconcile_flow(armed, rearm)
+        for prefix in ("agent\x1f", "agentcheck\x1f"):
+            for armed in list(self._deadlines.armed(prefix)):
                 self._reconcile_agent(armed, rearm)
         if rearm:
             self._deadlines.arm_many(rearm)
+        for name in known.keys() - current.keys():
+            self._store.set_flag(name, None)
+        for name, fingerprint in current.items():
+            if known.get(name) != fingerprint:
+                self._store.set_flag(name, fingerprint)
         now = self._now()
         for sla in config.agent_slas:
             key = check_key(sla.agent_config_id)

@@ -119,11 +119,14 @@ class StateStore:
         """Every armed deadline's key and due time (for rebuilding the schedule on start)."""
         yield from self.db.execute("SELECT key, due FROM deadlines")
 
-    def deadlines(self) -> Iterator[tuple[str, float, dict[str, object]]]:
-        """Every armed deadline with its payload, soonest first."""
-        for key, due, payload in self.db.execute(
-            "SELECT key, due, payload FROM deadlines ORDER BY due"
-        ):
+    def deadlines(self, prefix: str = "") -> Iterator[tuple[str, float, dict[str, object]]]:
+        """Every armed deadline (whose key starts with `prefix`) with its payload, soonest
+        first. The prefix is a range on the primary key, so it reads only those rows."""
+        rows = self.db.execute(
+            "SELECT key, due, payload FROM deadlines WHERE key >= ? AND key < ? ORDER BY due",
+            (prefix, prefix + "\U0010ffff"),
+        )
+        for key, due, payload in rows:
             yield key, float(due), json.loads(payload)
 
     # --- agent heartbeats and flags
@@ -141,6 +144,14 @@ class StateStore:
             "SELECT agent_id, seen FROM heartbeats WHERE agent_config_id = ?", (agent_config_id,)
         )
         return {agent: float(seen) for agent, seen in rows}
+
+    def flags(self, prefix: str) -> dict[str, str]:
+        """Every flag whose name starts with `prefix`, by name."""
+        rows = self.db.execute(
+            "SELECT name, value FROM flags WHERE name >= ? AND name < ?",
+            (prefix, prefix + "\U0010ffff"),
+        )
+        return {str(name): str(value) for name, value in rows}
 
     def flag(self, name: str) -> str | None:
         row = self.db.execute("SELECT value FROM flags WHERE name = ?", (name,)).fetchone()

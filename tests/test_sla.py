@@ -47,8 +47,9 @@ class ManualDeadlines:
     def get(self, key: str) -> Armed | None:
         return self.rows.get(key)
 
-    def armed(self) -> Iterator[Armed]:
-        return iter(sorted(self.rows.values(), key=lambda a: a.due))
+    def armed(self, prefix: str = "") -> Iterator[Armed]:
+        rows = (a for a in self.rows.values() if a.key.startswith(prefix))
+        return iter(sorted(rows, key=lambda a: a.due))
 
 
 class Harness:
