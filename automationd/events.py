@@ -113,8 +113,23 @@ BUILTIN_TYPES: Mapping[str, EventType] = {
                 "agent_config_id": STR,
             },
         ),
+        EventType(
+            "agent_sla_recovered",
+            "Agent SLA recovered",
+            Template.parse(
+                "Agents sharing the config {agent_config_id} are healthy again: {healthy_agent_ids}"
+            ),
+            {
+                "healthy_agent_ids": LIST,
+                "unhealthy_agent_ids": LIST,
+                "agent_ids": LIST,
+                "sla_min_healthy": INTEGER,
+                "agent_config_id": STR,
+            },
+        ),
     )
 }
+"""The contract's types, plus `agent_sla_recovered`, which the daemon emits too."""
 
 
 def readable_name(event_type: str) -> str:

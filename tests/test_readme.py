@@ -31,8 +31,10 @@ def test_the_example_rules_are_valid() -> None:
     config = parse_config(example.read_bytes(), example)
     assert [a.name for a in config.automations] == [
         "notify-on-failed-run",
+        "notify-on-late-run",
         "record-production-deploys",
     ]
+    assert [sla.id for sla in config.flow_slas] == ["nightly-start"]
 
 
 def test_every_action_kind_is_documented_and_in_the_schema() -> None:
