@@ -34,11 +34,14 @@ class AuditLog:
         self._file: TextIO | None = None
         self._dirty = False
         self.write_errors = 0
+        self.healthy = False
+        """Whether the last write reached the file (GET /readyz)."""
 
     def open(self) -> None:
         """Open (and create) the file for appending; raises OSError when it cannot."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8", errors="backslashreplace")
+        self.healthy = True
 
     def write(self, kind: str, /, **fields: object) -> None:
         """Append one record. A failing disk is logged, counted and survived."""
@@ -55,7 +58,9 @@ class AuditLog:
                 os.fsync(self._file.fileno())
             else:
                 self._dirty = True
+            self.healthy = True
         except OSError as exc:
+            self.healthy = False
             self.write_errors += 1
             log.error("cannot write the audit record %s to %s: %s", kind, self.path, exc)
 

@@ -19,6 +19,9 @@ from automationd.config import Config, ConfigError, load_config
 from automationd.engine import Engine, utc_now
 from automationd.events import format_timestamp
 from automationd.server import create_app
+from automationd.state import StateError
+from automationd.systemd import Notifier
+from automationd.watch import start_watching
 
 log = logging.getLogger("automationd")
 
@@ -70,7 +73,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
             log.error("%s", line)
         log.error("not starting: %s has %d problem(s)", args.config, len(exc.problems))
         return 1
-    return asyncio.run(serve(config))
+    return asyncio.run(serve(config, environ))
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -97,44 +100,74 @@ def check_files(paths: Sequence[Path], environ: Mapping[str, str]) -> int:
     return status
 
 
-async def serve(config: Config) -> int:
-    """Run the daemon until SIGTERM or SIGINT, then stop gracefully."""
-    engine = Engine.create(config)
+async def serve(config: Config, environ: Mapping[str, str]) -> int:
+    """Run the daemon until SIGTERM or SIGINT, then stop gracefully.
+
+    Reloads on SIGHUP, POST /reload and every save of the rules file; tells systemd when it
+    is ready, reloading and stopping, and pings its watchdog from the event loop."""
+    notifier = Notifier(environ)
+    engine = Engine(config, environ=environ, notifier=notifier)
     runner = web.AppRunner(create_app(engine), access_log=None, handle_signals=False)
     try:
         await runner.setup()
-    except OSError as exc:
+    except (OSError, StateError) as exc:
         log.error("cannot start: %s", exc)
         return 1
+    stop = _stop_on_signals()
+    loop = asyncio.get_running_loop()
+    watcher = await start_watching(config.source, lambda: engine.reload("watch", force=False), stop)
     server = config.server
-    status = await _serve_until_signal(
-        runner, server.host, server.port, name=f"automationd {__version__}"
-    )
+    if not await _bind(runner, server.host, server.port, f"automationd {__version__}"):
+        stop.set()
+        await asyncio.gather(watcher, return_exceptions=True)
+        return 1
+    engine.listening = True
+    notifier.ready(engine.status())
+    reloads: set[asyncio.Task[object]] = set()
+
+    def reload_on_sighup() -> None:
+        task = loop.create_task(engine.reload("SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_on_sighup)
+    background = [watcher, loop.create_task(notifier.watchdog())]
+    await stop.wait()
+    notifier.stopping()
+    log.info("stopping: no new events; running actions get up to 30 s")
+    loop.remove_signal_handler(signal.SIGHUP)
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, *reloads, return_exceptions=True)
+    await runner.cleanup()
+    notifier.close()
     log.info("stopped")
-    return status
+    return 0
 
 
-async def _serve_until_signal(runner: web.AppRunner, host: str, port: int, *, name: str) -> int:
-    """Bind the runner's site, announce its address, serve until SIGTERM/SIGINT, clean up."""
+async def _bind(runner: web.AppRunner, host: str, port: int, name: str) -> bool:
+    """Bind the runner's site and log its address; False (logged, cleaned up) when it cannot."""
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
         await runner.cleanup()
-        return 1
+        return False
     for address in runner.addresses:
         bound_host, bound_port = address[0], address[1]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         log.info("%s listening on http://%s:%d", name, shown, bound_port)
+    return True
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("stopping")
-    await runner.cleanup()
-    return 0
+    return stop
 
 
 async def receive_webhooks(host: str, port: int, status: int) -> int:
@@ -164,6 +197,8 @@ async def receive_webhooks(host: str, port: int, status: int) -> int:
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    return await _serve_until_signal(
-        runner, host, port, name="receiving webhooks (Ctrl-C to stop);"
-    )
+    if not await _bind(runner, host, port, "receiving webhooks (Ctrl-C to stop);"):
+        return 1
+    await _stop_on_signals().wait()
+    await runner.cleanup()
+    return 0

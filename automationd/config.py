@@ -126,7 +126,7 @@ class Automation:
     actions: tuple[Action, ...]
     enabled: bool = True
     description: str = ""
-    line: int = 0
+    line: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,13 @@ automation and action boundaries, logged and audited.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,13 +24,15 @@ import aiohttp
 from automationd import __version__
 from automationd.actions import Action, ActionContext, ActionError, Services
 from automationd.audit import AuditLog
-from automationd.config import Automation, Config
+from automationd.config import Automation, Config, ConfigError, parse_config
 from automationd.deadlines import ScheduledDeadlines
-from automationd.events import EventError, EventTypeResolver, normalise
+from automationd.events import EventError, EventTypeResolver, format_timestamp, normalise
 from automationd.matching import AutomationIndex
+from automationd.metrics import Metrics
 from automationd.secrets import Redactor
 from automationd.sla import SlaTracker
 from automationd.state import StateStore
+from automationd.systemd import Notifier
 
 log = logging.getLogger("automationd.engine")
 
@@ -61,13 +65,78 @@ class Rules:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """What one attempt to load the rules came to (GET /rules shows the last one)."""
+
+    at: str
+    trigger: str
+    outcome: str  # applied, rejected, unchanged
+    sha256: str
+    problems: tuple[str, ...] = ()
+    changes: Mapping[str, object] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "at": self.at,
+            "trigger": self.trigger,
+            "outcome": self.outcome,
+            "sha256": self.sha256,
+            "problems": list(self.problems),
+            "changes": dict(self.changes),
+        }
+
+
+RESTART_ONLY = ("server", "audit", "state")
+"""Settings a reload cannot change in a running daemon (the port, files already open)."""
+
+
+def changes_between(old: Config, new: Config) -> dict[str, object]:
+    """Automations added, removed and changed, and other sections that changed."""
+    before = {a.name: a for a in old.automations}
+    after = {a.name: a for a in new.automations}
+    sections = [
+        name
+        for name in ("flow_slas", "agent_slas", "event_types", "smtp", "endpoints", "retry")
+        if getattr(old, name) != getattr(new, name)
+    ]
+    if old.secrets.keys() != new.secrets.keys() or any(
+        old.secrets[k].reveal() != new.secrets[k].reveal()
+        for k in old.secrets.keys() & new.secrets.keys()
+    ):
+        sections.append("secrets")
+    return {
+        "automations_added": sorted(after.keys() - before.keys()),
+        "automations_removed": sorted(before.keys() - after.keys()),
+        "automations_changed": sorted(
+            n for n in before.keys() & after.keys() if before[n] != after[n]
+        ),
+        "sections_changed": sections,
+        "restart_needed": [n for n in RESTART_ONLY if getattr(old, n) != getattr(new, n)],
+    }
+
+
 class Engine:
     """Accepts events, matches them against the live rules, runs and audits actions, and
     keeps the SLA deadlines the events arm."""
 
-    def __init__(self, config: Config, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        environ: Mapping[str, str] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.rules = Rules.of(config)
         self.clock = clock
+        self.environ = environ or {}
+        self.notifier = notifier or Notifier({})
+        self.metrics = Metrics()
+        self.loaded_at = format_timestamp(clock())
+        self.last_reload = ReloadOutcome(self.loaded_at, "start", "applied", config.sha256)
+        self.listening = False
+        self._reload_lock = asyncio.Lock()
         self.audit = AuditLog(config.audit.path, fsync=config.audit.fsync, clock=clock)
         self.store = StateStore(config.state.path)
         self.deadlines = ScheduledDeadlines(self.store, self._deadline_passed)
@@ -84,6 +153,11 @@ class Engine:
     def create(cls, config: Config, *, clock: Callable[[], datetime] = utc_now) -> Engine:
         """An engine for `config`, writing the audit trail and state the config names."""
         return cls(config, clock=clock)
+
+    def _know_types(self) -> None:
+        config = self.config
+        named = {t for a in config.automations for t in a.on if not set(t) & set("*?[")}
+        self.metrics.know_types(named | set(config.event_types) | set(self.rules.resolver.names()))
 
     @property
     def config(self) -> Config:
@@ -115,6 +189,10 @@ class Engine:
         log.info("loaded %s: %d automations", config.source, len(config.automations))
         self.sla.configure(config)
         self.deadlines.start()
+        self._know_types()
+        self.metrics.reload_successful.set(1)
+        self.metrics.reload_timestamp.set(time.time())
+        self.metrics.watch(self._queue.qsize, lambda: len(self.deadlines))
 
     async def stop(self) -> None:
         """Stop firing deadlines, match what is queued, let running actions finish (up to
@@ -142,12 +220,89 @@ class Engine:
         self.store.close()
         self.audit.close()
 
+    async def reload(self, trigger: str, *, force: bool = True) -> ReloadOutcome:
+        """Load the rules file again and swap it in whole, or keep the old rules and report
+        every problem. Without `force`, an unchanged file (same sha256) is left alone."""
+        async with self._reload_lock:
+            outcome = await self._reload(trigger, force)
+            self.last_reload = outcome
+            return outcome
+
+    async def _reload(self, trigger: str, force: bool) -> ReloadOutcome:
+        old = self.config
+        path = old.source
+        now = format_timestamp(self.clock())
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            return self._rejected(
+                trigger, now, "", [f"{path}: cannot read the file: {exc.strerror}"]
+            )
+        sha256 = hashlib.sha256(data).hexdigest()
+        if sha256 == old.sha256 and not force:
+            return ReloadOutcome(now, trigger, "unchanged", sha256)
+        self.notifier.reloading()
+        try:
+            try:
+                new = await asyncio.to_thread(parse_config, data, path, environ=self.environ)
+            except ConfigError as exc:
+                return self._rejected(trigger, now, sha256, exc.lines())
+            changes = changes_between(old, new)
+            # what only a restart can change stays as it is
+            new = dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_ONLY})
+            self.rules = Rules.of(new)  # the swap: events from here on meet the new rules
+            self.sla.configure(new)
+            self._know_types()
+            self.metrics.reload_successful.set(1)
+            self.metrics.reload_timestamp.set(time.time())
+            self.loaded_at = now
+            self.audit.write(
+                "config.applied", path=str(path), sha256=sha256, trigger=trigger, **changes
+            )
+            log.info("reloaded %s (%s): %s", path, trigger, _describe(changes))
+            return ReloadOutcome(now, trigger, "applied", sha256, changes=changes)
+        finally:
+            self.notifier.ready(self.status())
+
+    def _rejected(
+        self, trigger: str, now: str, sha256: str, problems: Sequence[str]
+    ) -> ReloadOutcome:
+        for line in problems:
+            log.error("%s", line)
+        log.error(
+            "the rules were not reloaded (%s): %d problem(s); the old rules stay",
+            trigger,
+            len(problems),
+        )
+        self.audit.write(
+            "config.rejected", trigger=trigger, sha256=sha256 or None, problems=list(problems)
+        )
+        self.metrics.reload_successful.set(0)
+        return ReloadOutcome(now, trigger, "rejected", sha256, tuple(problems))
+
+    def status(self) -> str:
+        """A one-line status for systemd."""
+        config = self.config
+        return f"{len(config.automations)} automations, {len(self.deadlines)} SLA deadlines armed"
+
+    def readiness(self) -> dict[str, bool]:
+        """What /readyz checks: rules loaded, port bound, audit and state writable."""
+        return {
+            "rules_loaded": True,
+            "listening": self.listening,
+            "audit_writable": self.audit.healthy,
+            "state_writable": self.store.healthy,
+        }
+
     async def _deadline_passed(self, key: str, payload: dict[str, object]) -> None:
         await self.sla.on_due(key, payload)
 
     def emit(self, raw: dict[str, object]) -> None:
         """Accept an event the daemon made itself (an SLA failure): audited and matched like
         a received one."""
+        event_type = str(raw.get("type"))
+        if event_type.endswith("_failure"):
+            self.metrics.sla_failures.labels(event_type).inc()
         try:
             self.accept([raw], batch=False, source="sla")
         except EventError as exc:  # a bug: the daemon's own events follow the contract
@@ -179,6 +334,7 @@ class Engine:
                 event=event,
             )
             self._queue.put_nowait(event)
+            self.metrics.events_received.labels(self.metrics.type_label(str(event["type"]))).inc()
         return [str(event["id"]) for event in events]
 
     async def _match_queued(self) -> None:
@@ -208,6 +364,7 @@ class Engine:
             if not verdict.fired:
                 continue
             self.audit.write("automation.matched", event_id=event["id"], automation=automation.name)
+            self.metrics.automations_matched.labels(automation.name).inc()
             for index, action in enumerate(automation.actions):
                 self._spawn(self._run_action(automation, index, action, event))
 
@@ -255,7 +412,10 @@ class Engine:
             except Exception as exc:
                 log.exception("%s #%d of %s crashed", action.kind, index, automation.name)
                 error = ActionError(f"internal error: {type(exc).__name__}", retryable=False)
-            latency_ms = round((time.monotonic() - started) * 1000, 1)
+            elapsed = time.monotonic() - started
+            latency_ms = round(elapsed * 1000, 1)
+            self.metrics.latency.labels(action.kind).observe(elapsed)
+            self.metrics.attempts.labels(action.kind, "ok" if error is None else "failed").inc()
             if error is None:
                 outcome = {
                     "status": result.status,
@@ -264,6 +424,7 @@ class Engine:
                 }
                 self.audit.write("action.attempt", **common, attempt=attempt, ok=True, **outcome)
                 self.audit.write("action.succeeded", **common, attempts=attempt, **outcome)
+                self.metrics.actions.labels(action.kind, "succeeded").inc()
                 return
             retry_in = None
             if error.retryable and attempt < policy.attempts:
@@ -305,3 +466,13 @@ class Engine:
             message,
         )
         self.audit.write("action.failed", **common, attempts=attempt, **failure)
+        self.metrics.actions.labels(action.kind, "failed").inc()
+
+
+def _describe(changes: Mapping[str, object]) -> str:
+    parts = [
+        f"{key.replace('_', ' ')}: {', '.join(map(str, value))}"
+        for key, value in changes.items()
+        if isinstance(value, list) and value
+    ]
+    return "; ".join(parts) or "no automation changed"

@@ -354,6 +354,10 @@ class EventTypeResolver:
         found = self._types.get(event_type)
         return found if found is not None else custom_type(event_type)
 
+    def names(self) -> list[str]:
+        """Every built-in and declared type name."""
+        return list(self._types)
+
     def known(self, event_type: str) -> EventType | None:
         """The built-in or declared type of that name, if there is one."""
         return self._types.get(event_type)

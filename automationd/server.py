@@ -14,6 +14,7 @@ from aiohttp import web
 from automationd import __version__
 from automationd.engine import Engine
 from automationd.events import EventError, parse_json, split_batch
+from automationd.metrics import CONTENT_TYPE
 
 log = logging.getLogger("automationd.server")
 
@@ -50,6 +51,10 @@ def create_app(engine: Engine) -> web.Application:
     app.router.add_post("/events", post_events)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/slas", get_slas)
+    app.router.add_get("/readyz", get_readyz)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/rules", get_rules)
+    app.router.add_post("/reload", post_reload)
     app.cleanup_ctx.append(engine_lifecycle)
     return app
 
@@ -64,18 +69,26 @@ async def engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def post_events(request: web.Request) -> web.Response:
     """Accept one event object or an array of them; 202 with their ids."""
     engine = request.app[ENGINE]
+    rejected = engine.metrics.events_rejected
     limit = engine.config.server.max_body_bytes
     too_large = error(413, f"the body is larger than server.max_body_bytes ({limit} bytes)")
     if request.content_length is not None and request.content_length > limit:
+        rejected.labels("too_large").inc()
         return too_large
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
+        rejected.labels("too_large").inc()
         return too_large
     try:
         events, batch = split_batch(parse_json(body))
+    except EventError as exc:
+        rejected.labels("malformed_body").inc()
+        return error(400, exc.message, exc.field)
+    try:
         ids = engine.accept(events, batch=batch)
     except EventError as exc:
+        rejected.labels("invalid_event").inc()
         extra = {} if exc.index is None else {"index": exc.index}
         return error(400, exc.message, exc.field, **extra)
     return web.json_response({"accepted": ids}, status=202)
@@ -89,3 +102,62 @@ async def get_healthz(request: web.Request) -> web.Response:
 async def get_slas(request: web.Request) -> web.Response:
     """Armed flow SLA deadlines (soonest first) and the health of each agent SLA."""
     return web.json_response(request.app[ENGINE].sla.listing())
+
+
+async def get_readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 only when the rules are loaded, the port bound, audit and state writable."""
+    checks = request.app[ENGINE].readiness()
+    ready = all(checks.values())
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    body = request.app[ENGINE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def get_rules(request: web.Request) -> web.Response:
+    """The active rules (no secret values), their sha256 and the last reload attempt."""
+    engine = request.app[ENGINE]
+    config = engine.config
+    return web.json_response(
+        {
+            "source": str(config.source),
+            "sha256": config.sha256,
+            "loaded_at": engine.loaded_at,
+            "automations": [
+                {
+                    "name": a.name,
+                    "on": list(a.on),
+                    "enabled": a.enabled,
+                    "match": [m.attribute for m in a.match],
+                    "when": a.when,
+                    "actions": [{"kind": x.kind, "describe": x.spec.describe()} for x in a.actions],
+                }
+                for a in config.automations
+            ],
+            "flow_slas": [
+                {"id": s.id, "kind": s.kind, "duration_seconds": s.duration}
+                for s in config.flow_slas
+            ],
+            "agent_slas": [
+                {
+                    "agent_config_id": s.agent_config_id,
+                    "min_healthy": s.min_healthy,
+                    "window_seconds": s.window,
+                }
+                for s in config.agent_slas
+            ],
+            "secrets": sorted(config.secrets),
+            "last_reload": engine.last_reload.as_json(),
+        }
+    )
+
+
+async def post_reload(request: web.Request) -> web.Response:
+    """Reload the rules now; the outcome as JSON (422 when the file was rejected)."""
+    outcome = await request.app[ENGINE].reload("POST /reload")
+    return web.json_response(
+        outcome.as_json(), status=422 if outcome.outcome == "rejected" else 200
+    )

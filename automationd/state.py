@@ -66,6 +66,17 @@ class StateStore:
             self._db = None
 
     @property
+    def healthy(self) -> bool:
+        """Whether the store is open and answers (GET /readyz)."""
+        if self._db is None:
+            return False
+        try:
+            self._db.execute("SELECT 1").fetchone()
+        except sqlite3.Error:
+            return False
+        return True
+
+    @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
             raise StateError("the state store is not open")

@@ -1,0 +1,106 @@
+"""Prometheus metrics of one daemon, in a registry of its own (no process-global state).
+
+Event types come from clients, so the `type` label only takes the types the rules know
+(built-in, declared, or named in an automation's `on:`); anything else counts as `other`,
+which keeps the number of series bounded whatever is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series only add noise
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The daemon's counters, gauges and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events_received = Counter(
+            "automationd_events_received", "Events accepted, by type.", ["type"], registry=r
+        )
+        self.events_rejected = Counter(
+            "automationd_events_rejected",
+            "Requests or events refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.automations_matched = Counter(
+            "automationd_automations_matched",
+            "Automations that fired, by automation.",
+            ["automation"],
+            registry=r,
+        )
+        self.actions = Counter(
+            "automationd_actions",
+            "Actions finished, by kind and outcome (succeeded, failed).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "automationd_action_attempts",
+            "Action attempts, by kind and outcome (ok, failed).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "automationd_action_latency_seconds",
+            "Time of one action attempt, by kind.",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sla_failures = Counter(
+            "automationd_sla_failures",
+            "SLA failure events emitted, by type.",
+            ["type"],
+            registry=r,
+        )
+        self.reload_successful = Gauge(
+            "automationd_config_last_reload_successful",
+            "1 when the last load of the rules succeeded, else 0.",
+            registry=r,
+        )
+        self.reload_timestamp = Gauge(
+            "automationd_config_last_reload_timestamp_seconds",
+            "When the rules were last loaded successfully (Unix time).",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "automationd_queue_depth", "Events accepted but not yet matched.", registry=r
+        )
+        self.deadlines_armed = Gauge(
+            "automationd_sla_deadlines_armed", "SLA deadlines armed.", registry=r
+        )
+        self._known_types: frozenset[str] = frozenset()
+
+    def know_types(self, types: Iterable[str]) -> None:
+        """The event types that get their own `type` label value."""
+        self._known_types = frozenset(types)
+
+    def type_label(self, event_type: str) -> str:
+        return event_type if event_type in self._known_types else "other"
+
+    def watch(self, queue_depth: Callable[[], float], deadlines: Callable[[], float]) -> None:
+        """Gauges read when scraped."""
+        self.queue_depth.set_function(queue_depth)
+        self.deadlines_armed.set_function(deadlines)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
