@@ -1,0 +1,63 @@
+"""The shipped unit file: verified and scored by systemd-analyze when it is installed."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNIT = Path(__file__).resolve().parent.parent / "systemd" / "automationd.service"
+ANALYZE = shutil.which("systemd-analyze")
+needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+
+
+@needs_analyze
+def test_the_unit_scores_at_most_1_5() -> None:
+    assert ANALYZE is not None
+    result = subprocess.run(
+        [ANALYZE, "security", "--offline=yes", str(UNIT)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    match = re.search(r"Overall exposure level for automationd\.service: ([0-9.]+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 1.5
+
+
+@needs_analyze
+def test_the_unit_verifies_cleanly(tmp_path: Path) -> None:
+    """`systemd-analyze verify` also checks that ExecStart= exists: point it at this
+    environment's automationd instead of /usr/local/bin."""
+    assert ANALYZE is not None
+    installed = Path(sys.executable).parent / "automationd"
+    assert installed.exists()
+    unit = tmp_path / "automationd.service"
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/automationd", str(installed)))
+    result = subprocess.run(
+        [ANALYZE, "verify", str(unit)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
+
+
+def test_the_unit_is_what_the_daemon_expects() -> None:
+    text = UNIT.read_text()
+    for line in (
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "WatchdogSec=",
+        "DynamicUser=yes",
+        "StateDirectory=automationd",
+        "LogsDirectory=automationd",
+        "ConfigurationDirectory=automationd",
+        "LoadCredential=",
+        "ProtectSystem=strict",
+        "Restart=on-failure",
+    ):
+        assert line in text, line
