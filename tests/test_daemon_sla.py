@@ -124,3 +124,32 @@ async def test_agents_going_quiet_and_coming_back(tmp_path: Path) -> None:
         assert await proc.stop() == 0
     bodies = [json.dumps(r.body) for r in recv.requests]
     assert sum("agent_sla_failure" in b for b in bodies) >= 1
+
+
+async def test_reloads_rearm_changed_and_disarm_removed_slas(tmp_path: Path) -> None:
+    async with receiver() as recv:
+        rules = sla_rules(tmp_path, recv, "1h")
+        async with daemon(rules) as proc:
+            await proc.post(SCHEDULED)
+            trail = tmp_path / "audit.jsonl"
+            async with asyncio.timeout(5):
+                while "sla.armed" not in trail.read_text():  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            rules.write_text(rules.read_text().replace("duration: 1h", "duration: 2h"))
+            async with asyncio.timeout(5):
+                while "the duration changed" not in trail.read_text():  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            listing = await get_json(f"{proc.url}/slas")
+            assert isinstance(listing, dict)
+            (armed,) = listing["flow_deadlines"]
+            first = next(r for r in audit_records(trail) if r["kind"] == "sla.armed")
+            assert armed["due"] > first["due"]
+            text = rules.read_text()
+            rules.write_text(text[: text.index("flow_slas:")] + text[text.index("agent_slas:") :])
+            async with asyncio.timeout(5):
+                while "the SLA is no longer in the rules" not in trail.read_text():  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            listing = await get_json(f"{proc.url}/slas")
+            assert isinstance(listing, dict)
+            assert listing["flow_deadlines"] == []
+            assert await proc.stop() == 0
