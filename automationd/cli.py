@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -117,7 +118,13 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     loop = asyncio.get_running_loop()
     watcher = await start_watching(config.source, lambda: engine.reload("watch", force=False), stop)
     server = config.server
-    if not await _bind(runner, server.host, server.port, f"automationd {__version__}"):
+    try:
+        tls = _tls_context(server.tls)
+    except (OSError, ssl.SSLError) as exc:
+        log.error("cannot start: TLS certificate or key: %s", exc)
+        await runner.cleanup()
+        return 1
+    if not await _bind(runner, server.host, server.port, f"automationd {__version__}", tls):
         stop.set()
         await asyncio.gather(watcher, return_exceptions=True)
         return 1
@@ -145,9 +152,21 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     return 0
 
 
-async def _bind(runner: web.AppRunner, host: str, port: int, name: str) -> bool:
+def _tls_context(files: tuple[Path, Path] | None) -> ssl.SSLContext | None:
+    """The server's TLS context from server.tls (certificate chain and key, PEM)."""
+    if files is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(files[0]), str(files[1]))
+    return context
+
+
+async def _bind(
+    runner: web.AppRunner, host: str, port: int, name: str, tls: ssl.SSLContext | None = None
+) -> bool:
     """Bind the runner's site and log its address; False (logged, cleaned up) when it cannot."""
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:
@@ -157,7 +176,7 @@ async def _bind(runner: web.AppRunner, host: str, port: int, name: str) -> bool:
     for address in runner.addresses:
         bound_host, bound_port = address[0], address[1]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        log.info("%s listening on http://%s:%d", name, shown, bound_port)
+        log.info("%s listening on %s://%s:%d", name, "https" if tls else "http", shown, bound_port)
     return True
 
 

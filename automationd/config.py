@@ -55,11 +55,10 @@ DocPath = yamldoc.Path
 
 DEFAULT_LISTEN = "127.0.0.1:8787"
 DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_QUEUE_SIZE = 10_000
 
 NOT_YET = {
     ("prefect",): "the Prefect integration",
-    ("server", "tokens_file"): "bearer tokens",
-    ("server", "tls"): "TLS",
 }
 """Parts of the rules format this build does not carry out yet: an error, never ignored."""
 
@@ -85,6 +84,9 @@ class ServerConfig:
     port: int
     allow_unauthenticated: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY
+    tokens: tuple[Secret, ...] = ()
+    tls: tuple[Path, Path] | None = None
+    queue_size: int = DEFAULT_QUEUE_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +99,12 @@ class AuditConfig:
 
 @dataclass(frozen=True, slots=True)
 class StateConfig:
-    """Where the state store lives (a SQLite file)."""
+    """Where the state store lives (a SQLite file), and how accepted events are journaled."""
 
     path: Path
+    journal: bool = True
+    dedup_window: float = 24 * 3600.0
+    retention: float = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +270,7 @@ class _Checker:
         self.secret_names: set[str] = set()
         self.retry = RetryPolicy()
         self.has_smtp = False
+        self.source = Path()
 
     def add(self, path: DocPath, message: str, *, at_key: bool = False) -> None:
         where = self.doc.key_position(path) if at_key else self.doc.position(path)
@@ -317,6 +323,7 @@ class _Checker:
     # --- pass 3: what the schema cannot say, then the frozen objects
 
     def build(self, source: Path, sha256: str) -> Config | None:
+        self.source = source
         data = self.doc.data
         if not isinstance(data, dict):
             return None
@@ -367,9 +374,17 @@ class _Checker:
         if not url.startswith("sqlite:///"):
             self.add(("state", "url"), "only sqlite:/// state stores are available in this version")
             return None
-        for key in ("retention", "dedup_window"):
-            self._seconds(("state", key), raw.get(key), 1.0)
-        return StateConfig(base / url.removeprefix("sqlite:///"))
+        default = StateConfig(Path())
+        return StateConfig(
+            base / url.removeprefix("sqlite:///"),
+            journal=bool(raw.get("journal", True)),
+            dedup_window=self._seconds(
+                ("state", "dedup_window"), raw.get("dedup_window"), default.dedup_window
+            ),
+            retention=self._seconds(
+                ("state", "retention"), raw.get("retention"), default.retention
+            ),
+        )
 
     def _flow_slas(self, raw: object) -> tuple[FlowSla, ...]:
         slas: list[FlowSla] = []
@@ -510,14 +525,49 @@ class _Checker:
             self.add(("server", "listen"), f"port {port} is out of range (0-65535)")
             return None
         allow = bool(raw.get("allow_unauthenticated", False))
-        if not _is_loopback(host) and not allow:
+        tokens = self._tokens(raw.get("tokens_file"))
+        if not _is_loopback(host) and not allow and not tokens:
             self.add(
                 ("server", "listen"),
                 f"listening on {host}, which is not a loopback address, exposes the event API "
-                "without authentication; set server.allow_unauthenticated: true to do it anyway",
+                "without authentication; set server.tokens_file, or "
+                "server.allow_unauthenticated: true to do it anyway",
             )
             return None
-        return ServerConfig(host, port, allow, int(raw.get("max_body_bytes", DEFAULT_MAX_BODY)))
+        tls = raw.get("tls")
+        return ServerConfig(
+            host,
+            port,
+            allow,
+            int(raw.get("max_body_bytes", DEFAULT_MAX_BODY)),
+            tokens,
+            (self._path(tls["cert"]), self._path(tls["key"])) if isinstance(tls, dict) else None,
+            int(raw.get("queue_size", DEFAULT_QUEUE_SIZE)),
+        )
+
+    def _path(self, value: object) -> Path:
+        path = Path(str(value))
+        return path if path.is_absolute() else self.source.parent / path
+
+    def _tokens(self, raw: object) -> tuple[Secret, ...]:
+        """Bearer tokens, one per line (blank lines and # comments skipped)."""
+        if raw is None:
+            return ()
+        path = self._path(raw)
+        try:
+            lines = path.read_text("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+            self.add(("server", "tokens_file"), f"cannot read the tokens file {path} ({reason})")
+            return ()
+        tokens = tuple(
+            Secret(f"token {n}", line.strip())
+            for n, line in enumerate(lines, start=1)
+            if line.strip() and not line.strip().startswith("#")
+        )
+        if not tokens:
+            self.add(("server", "tokens_file"), f"the tokens file {path} holds no token")
+        return tokens
 
     def _audit(
         self, raw: dict[str, Any], source: Path, state_directory: str | None

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from automationd.audit import AuditLog
 from automationd.config import Automation, Config, ConfigError, parse_config
 from automationd.deadlines import ScheduledDeadlines
 from automationd.events import EventError, EventTypeResolver, format_timestamp, normalise
+from automationd.journal import Journal
 from automationd.matching import AutomationIndex
 from automationd.metrics import Metrics
 from automationd.secrets import Redactor
@@ -37,6 +39,7 @@ from automationd.systemd import Notifier
 log = logging.getLogger("automationd.engine")
 
 STOP_GRACE_SECONDS = 30.0
+PRUNE_SECONDS = 600.0
 DESTINATION_CONCURRENCY = 8
 """Attempts in flight per destination (a host, a service): a slow one cannot take them all."""
 
@@ -85,6 +88,20 @@ class ReloadOutcome:
             "problems": list(self.problems),
             "changes": dict(self.changes),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """The ids of a request's events, and which of them were duplicates."""
+
+    ids: list[str]
+    duplicates: list[str]
+
+
+class Busy(Exception):
+    """The queue is full: the client should retry later (429)."""
+
+    retry_after = 1
 
 
 RESTART_ONLY = ("server", "audit", "state")
@@ -141,6 +158,12 @@ class Engine:
         self.store = StateStore(config.state.path)
         self.deadlines = ScheduledDeadlines(self.store, self._deadline_passed)
         self.sla = SlaTracker(self.deadlines, self.store, self.audit, self.emit, clock)
+        state = config.state
+        self.journal = (
+            Journal(state.path, dedup_window=state.dedup_window) if state.journal else None
+        )
+        self._reserved = 0
+        self._outstanding: dict[str, int] = {}
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.rng = random.Random()
         self._limits: dict[str, asyncio.Semaphore] = {}
@@ -168,6 +191,8 @@ class Engine:
         rules (disarming those no longer in them) before any stored deadline may fire."""
         self.audit.open()
         self.store.open()
+        if self.journal is not None:
+            self.journal.open()
         self._http = aiohttp.ClientSession(
             headers={"User-Agent": f"automationd/{__version__}"},
             timeout=aiohttp.ClientTimeout(total=None),
@@ -178,6 +203,7 @@ class Engine:
         self._background = [
             asyncio.create_task(self._match_queued(), name="automationd-matcher"),
             asyncio.create_task(self.audit.sync_periodically(), name="automationd-audit-sync"),
+            asyncio.create_task(self._prune_periodically(), name="automationd-prune"),
         ]
         config = self.config
         self.audit.write(
@@ -193,6 +219,7 @@ class Engine:
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(time.time())
         self.metrics.watch(self._queue.qsize, lambda: len(self.deadlines))
+        self._resume()
 
     async def stop(self) -> None:
         """Stop firing deadlines, match what is queued, let running actions finish (up to
@@ -217,6 +244,8 @@ class Engine:
                 await asyncio.wait(pending)
         if self._http is not None:
             await self._http.close()
+        if self.journal is not None:
+            await self.journal.close()
         self.store.close()
         self.audit.close()
 
@@ -292,28 +321,30 @@ class Engine:
             "listening": self.listening,
             "audit_writable": self.audit.healthy,
             "state_writable": self.store.healthy,
+            "journal_writable": self.journal is None or self.journal.healthy,
         }
 
     async def _deadline_passed(self, key: str, payload: dict[str, object]) -> None:
         await self.sla.on_due(key, payload)
 
-    def emit(self, raw: dict[str, object]) -> None:
-        """Accept an event the daemon made itself (an SLA failure): audited and matched like
-        a received one."""
+    async def emit(self, raw: dict[str, object]) -> None:
+        """Accept an event the daemon made itself (an SLA failure): journaled, audited and
+        matched like a received one; returns once it is durable."""
         event_type = str(raw.get("type"))
         if event_type.endswith("_failure"):
             self.metrics.sla_failures.labels(event_type).inc()
         try:
-            self.accept([raw], batch=False, source="sla")
+            await self.ingest([raw], batch=False, source="sla")
         except EventError as exc:  # a bug: the daemon's own events follow the contract
-            log.error("the daemon made an invalid %s event: %s", raw.get("type"), exc.message)
+            log.error("the daemon made an invalid %s event: %s", event_type, exc.message)
 
-    def accept(
+    async def ingest(
         self, raw_events: Sequence[object], *, batch: bool, source: str = "http"
-    ) -> list[str]:
-        """Normalise a request's events and queue them; all or none.
+    ) -> Ingested:
+        """Normalise a request's events, make them durable, queue the new ones; all or none.
 
-        Raises EventError naming the field (prefixed with the item's index in a batch)."""
+        Raises EventError naming the field (prefixed with the item's index in a batch), Busy
+        when the queue is full, JournalError when the events could not be made durable."""
         rules = self.rules
         now = self.clock()
         events = []
@@ -325,7 +356,21 @@ class Engine:
                     raise
                 where = f"[{i}]" + (f".{exc.field}" if exc.field else "")
                 raise EventError(f"event {i} of the batch: {exc.message}", where, i) from None
-        for event in events:
+        if source == "http" and self.backlog + len(events) > rules.config.server.queue_size:
+            raise Busy(len(events))
+        self._reserved += len(events)
+        try:
+            fresh = [True] * len(events)
+            if self.journal is not None:
+                fresh = await self.journal.append(events, now.timestamp())
+        finally:
+            self._reserved -= len(events)
+        duplicates = []
+        for event, new in zip(events, fresh, strict=True):
+            if not new:
+                duplicates.append(str(event["id"]))
+                self.audit.write("event.duplicate", event_id=event["id"], source=source)
+                continue
             self.audit.write(
                 "event.accepted",
                 event_id=event["id"],
@@ -335,7 +380,81 @@ class Engine:
             )
             self._queue.put_nowait(event)
             self.metrics.events_received.labels(self.metrics.type_label(str(event["type"]))).inc()
-        return [str(event["id"]) for event in events]
+        return Ingested([str(event["id"]) for event in events], duplicates)
+
+    @property
+    def backlog(self) -> int:
+        """Events accepted (or being made durable) and not yet matched."""
+        return self._queue.qsize() + self._reserved
+
+    def _resume(self) -> None:
+        """After a restart, finish what the journal says was accepted and not finished."""
+        if self.journal is None:
+            return
+        resumed = 0
+        for event, matched, finished in self.store.unfinished():
+            resumed += 1
+            self.audit.write("event.resumed", event_id=event["id"], matched=matched)
+            if matched is None:
+                self._queue.put_nowait(event)
+                continue
+            automations = {a.name: a for a in self.config.automations}
+            pending = 0
+            for name in matched:
+                automation = automations.get(name)
+                if automation is None:
+                    log.warning(
+                        "event %s: automation %s is gone; its actions are skipped",
+                        event["id"],
+                        name,
+                    )
+                    continue
+                for index, action in enumerate(automation.actions):
+                    if (name, index) not in finished:
+                        pending += 1
+                        self._spawn(self._run_action(automation, index, action, event))
+            if pending:
+                self._outstanding[str(event["id"])] = pending
+            else:
+                self.store.set_done(str(event["id"]))
+        if resumed:
+            log.info("resumed %d events whose actions had not finished", resumed)
+
+    async def _prune_periodically(self) -> None:
+        """Forget finished events older than the retention (and the dedup window)."""
+        state = self.config.state
+        while self.journal is not None:
+            keep = max(state.retention, state.dedup_window)
+            try:
+                pruned = self.store.prune(self.clock().timestamp() - keep)
+            except sqlite3.Error as exc:
+                log.error("cannot prune the journal: %s", exc)
+            else:
+                if pruned:
+                    log.info("pruned %d finished events from the journal", pruned)
+            await asyncio.sleep(PRUNE_SECONDS)
+
+    async def retry_dead_letter(self, letter_id: int) -> str | None:
+        """Run a dead letter's action again (with its retry policy); None when it is unknown,
+        else what happens (the result lands in the audit trail and the letter list)."""
+        letter = self.store.dead_letter(letter_id)
+        if letter is None:
+            return None
+        event, name, index = letter
+        automation = next((a for a in self.config.automations if a.name == name), None)
+        if automation is None or index >= len(automation.actions):
+            return f"automation {name} (action {index}) is no longer in the rules"
+        self.audit.write(
+            "dead_letter.retried",
+            letter=letter_id,
+            event_id=event["id"],
+            automation=name,
+            action_index=index,
+        )
+        self._spawn(
+            self._run_action(automation, index, automation.actions[index], event, letter=letter_id)
+        )
+        return "retrying"
 
     async def _match_queued(self) -> None:
         while True:
@@ -350,7 +469,10 @@ class Engine:
     def process(self, event: dict[str, object]) -> None:
         """Arm or disarm the SLA deadlines the event affects, judge every automation of its
         type and start the actions of those that fire."""
-        self.sla.observe(event)
+        for made in self.sla.observe(event):
+            self._spawn(self.emit(made))
+        fired: list[str] = []
+        pending = 0
         for automation, verdict in self.rules.index.judge_all(event):
             if verdict.error:
                 log.warning("automation %s: %s: %s", automation.name, verdict.reason, verdict.error)
@@ -365,8 +487,15 @@ class Engine:
                 continue
             self.audit.write("automation.matched", event_id=event["id"], automation=automation.name)
             self.metrics.automations_matched.labels(automation.name).inc()
+            fired.append(automation.name)
             for index, action in enumerate(automation.actions):
+                pending += 1
                 self._spawn(self._run_action(automation, index, action, event))
+        event_id = str(event["id"])
+        if pending:
+            self._outstanding[event_id] = pending
+        if self.journal is not None:
+            self.store.set_matched(event_id, fired, done=pending == 0)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -380,7 +509,13 @@ class Engine:
         return limit
 
     async def _run_action(
-        self, automation: Automation, index: int, action: Action, event: dict[str, object]
+        self,
+        automation: Automation,
+        index: int,
+        action: Action,
+        event: dict[str, object],
+        *,
+        letter: int | None = None,
     ) -> None:
         """Run one action with its retry policy, auditing every attempt and the outcome once.
 
@@ -425,6 +560,7 @@ class Engine:
                 self.audit.write("action.attempt", **common, attempt=attempt, ok=True, **outcome)
                 self.audit.write("action.succeeded", **common, attempts=attempt, **outcome)
                 self.metrics.actions.labels(action.kind, "succeeded").inc()
+                self._finished(event, automation.name, index, None, letter, action.kind)
                 return
             retry_in = None
             if error.retryable and attempt < policy.attempts:
@@ -467,6 +603,53 @@ class Engine:
         )
         self.audit.write("action.failed", **common, attempts=attempt, **failure)
         self.metrics.actions.labels(action.kind, "failed").inc()
+        self._finished(event, automation.name, index, message, letter, action.kind)
+
+    def _finished(
+        self,
+        event: dict[str, object],
+        automation: str,
+        index: int,
+        error: str | None,
+        letter: int | None,
+        kind: str,
+    ) -> None:
+        """Record an action's final outcome: progress in the journal, a dead letter when it
+        failed, and the event done when it was its last action."""
+        event_id = str(event["id"])
+        try:
+            if letter is not None:
+                self.store.retried_dead_letter(letter, error)
+                if error is None:
+                    self.audit.write("dead_letter.resolved", letter=letter, event_id=event_id)
+                return
+            if error is not None:
+                at = self.clock().timestamp()
+                new_letter = self.store.add_dead_letter(event, automation, index, kind, error, at)
+                self.audit.write(
+                    "action.dead_lettered",
+                    letter=new_letter,
+                    event_id=event_id,
+                    automation=automation,
+                    action_index=index,
+                )
+            if self.journal is None:
+                return
+            self.store.set_outcome(event_id, automation, index, "failed" if error else "succeeded")
+            left = self._outstanding.get(event_id, 1) - 1
+            if left > 0:
+                self._outstanding[event_id] = left
+            else:
+                self._outstanding.pop(event_id, None)
+                self.store.set_done(event_id)
+        except sqlite3.Error as exc:
+            log.error(
+                "cannot record the outcome of %s #%d for event %s: %s",
+                automation,
+                index,
+                event_id,
+                exc,
+            )
 
 
 def _describe(changes: Mapping[str, object]) -> str:

@@ -6,15 +6,18 @@ sends can produce a 500 (a bug still would, logged with its traceback, as a JSON
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from automationd import __version__
-from automationd.engine import Engine
+from automationd.engine import Busy, Engine
 from automationd.events import EventError, parse_json, split_batch
+from automationd.journal import JournalError
 from automationd.metrics import CONTENT_TYPE
+from automationd.openapi import OPENAPI
 
 log = logging.getLogger("automationd.server")
 
@@ -26,6 +29,29 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def error(status: int, message: str, field: str | None = None, **extra: object) -> web.Response:
     """The JSON error answer every endpoint gives."""
     return web.json_response({"error": message, "field": field, **extra}, status=status)
+
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+"""Probes and scrapers need no token."""
+
+
+@web.middleware
+async def bearer_tokens(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With server.tokens_file, every path but the probes needs `Authorization: Bearer`."""
+    tokens = request.app[ENGINE].config.server.tokens
+    if not tokens or request.path in OPEN_PATHS:
+        return await handler(request)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    offered = given.strip().encode()
+    # compare with every token, always, in constant time: no early exit to time
+    matched = False
+    for token in tokens:
+        matched |= hmac.compare_digest(offered, token.reveal().encode())
+    if scheme.lower() == "bearer" and matched:
+        return await handler(request)
+    response = error(401, "a valid bearer token is required (Authorization: Bearer ...)", None)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="automationd"'
+    return response
 
 
 @web.middleware
@@ -45,7 +71,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 def create_app(engine: Engine) -> web.Application:
     """The aiohttp application serving `engine`; starting it starts the engine."""
     app = web.Application(
-        client_max_size=engine.config.server.max_body_bytes, middlewares=[json_errors]
+        client_max_size=engine.config.server.max_body_bytes,
+        middlewares=[json_errors, bearer_tokens],
     )
     app[ENGINE] = engine
     app.router.add_post("/events", post_events)
@@ -55,6 +82,9 @@ def create_app(engine: Engine) -> web.Application:
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/rules", get_rules)
     app.router.add_post("/reload", post_reload)
+    app.router.add_get("/dead-letters", get_dead_letters)
+    app.router.add_post("/dead-letters/{id}/retry", post_dead_letter_retry)
+    app.router.add_get("/openapi.json", get_openapi)
     app.cleanup_ctx.append(engine_lifecycle)
     return app
 
@@ -86,12 +116,24 @@ async def post_events(request: web.Request) -> web.Response:
         rejected.labels("malformed_body").inc()
         return error(400, exc.message, exc.field)
     try:
-        ids = engine.accept(events, batch=batch)
+        ingested = await engine.ingest(events, batch=batch)
     except EventError as exc:
         rejected.labels("invalid_event").inc()
         extra = {} if exc.index is None else {"index": exc.index}
         return error(400, exc.message, exc.field, **extra)
-    return web.json_response({"accepted": ids}, status=202)
+    except Busy as exc:
+        rejected.labels("queue_full").inc()
+        response = error(429, "the queue is full; retry later", None)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except JournalError as exc:
+        rejected.labels("journal_unwritable").inc()
+        return error(503, f"the events could not be made durable: {exc}", None)
+    answer: dict[str, object] = {"accepted": ingested.ids}
+    if ingested.duplicates:
+        answer["duplicates"] = ingested.duplicates
+        answer["duplicate"] = len(ingested.duplicates) == len(ingested.ids)
+    return web.json_response(answer, status=202)
 
 
 async def get_healthz(request: web.Request) -> web.Response:
@@ -161,3 +203,27 @@ async def post_reload(request: web.Request) -> web.Response:
     return web.json_response(
         outcome.as_json(), status=422 if outcome.outcome == "rejected" else 200
     )
+
+
+async def get_dead_letters(request: web.Request) -> web.Response:
+    """Actions that failed for good, oldest first."""
+    return web.json_response({"dead_letters": request.app[ENGINE].store.dead_letters()})
+
+
+async def post_dead_letter_retry(request: web.Request) -> web.Response:
+    """Run a dead letter's action again; 202, or 404 for an unknown id, 409 when its
+    automation is gone."""
+    raw = request.match_info["id"]
+    if not raw.isdigit():
+        return error(404, f"no dead letter {raw}", "id")
+    outcome = await request.app[ENGINE].retry_dead_letter(int(raw))
+    if outcome is None:
+        return error(404, f"no dead letter {raw}", "id")
+    if outcome != "retrying":
+        return error(409, outcome, "id")
+    return web.json_response({"retrying": int(raw)}, status=202)
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of this API."""
+    return web.json_response(OPENAPI)

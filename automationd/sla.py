@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from automationd.audit import AuditLog
@@ -88,7 +88,8 @@ FLOW_RUN_ATTRIBUTES = (
 )
 """What a flow SLA failure carries of the run's last state change."""
 
-EmitEvent = Callable[[dict[str, object]], None]
+EmitEvent = Callable[[dict[str, object]], Awaitable[None]]
+"""Hands an event the daemon made to the engine; returns once it is journaled."""
 
 _IDS = uuid.UUID("6f0c7a58-3c1e-4c55-9a57-9d5f0c6a4b21")
 
@@ -236,13 +237,16 @@ class SlaTracker:
 
     # --- events
 
-    def observe(self, event: Mapping[str, object]) -> None:
-        """Arm or disarm what this event affects (called for every accepted event)."""
+    def observe(self, event: Mapping[str, object]) -> list[dict[str, object]]:
+        """Arm or disarm what this event affects (called for every accepted event); the
+        events it causes (an agent SLA recovering), for the caller to emit."""
         event_type = event.get("type")
         if event_type == "flow_run_state_change" and self._flow:
             self._observe_flow_run(event)
         elif event_type == "agent_heartbeat":
-            self._observe_heartbeat(event)
+            recovered = self._observe_heartbeat(event)
+            return [recovered] if recovered else []
+        return []
 
     def _observe_flow_run(self, event: Mapping[str, object]) -> None:
         run_id = event.get("flow_run_id")
@@ -301,36 +305,39 @@ class SlaTracker:
                 due=format_timestamp(_moment(due)),
             )
 
-    def _observe_heartbeat(self, event: Mapping[str, object]) -> None:
+    def _observe_heartbeat(self, event: Mapping[str, object]) -> dict[str, object] | None:
         config_id, agent_id = event.get("agent_config_id"), event.get("agent_id")
         if not isinstance(config_id, str) or not isinstance(agent_id, str):
-            return
+            return None
         now = self._now()
         self._store.put_heartbeat(config_id, agent_id, now)
         sla = self._agent.get(config_id)
         if sla is None:
-            return
+            return None
         payload: dict[str, object] = {
             "agent_config_id": config_id,
             "agent_id": agent_id,
             "seen": now,
         }
         self._deadlines.arm(agent_key(config_id, agent_id), now + sla.window, payload)
-        self._judge_agents(sla, now, may_fail=False)
+        return self._judge_agents(sla, now, may_fail=False)
 
     # --- deadlines that passed
 
     async def on_due(self, key: str, payload: dict[str, object]) -> None:
         """A deadline passed: emit the flow SLA failure, or judge the agents' health."""
         kind = key.split("\x1f", 1)[0]
+        event: dict[str, object] | None = None
         if kind == "flow":
-            self._fire_flow(payload)
+            event = self._flow_failure(payload)
         else:
             sla = self._agent.get(str(payload.get("agent_config_id")))
             if sla is not None:
-                self._judge_agents(sla, self._now())
+                event = self._judge_agents(sla, self._now())
+        if event is not None:
+            await self._emit(event)
 
-    def _fire_flow(self, payload: dict[str, object]) -> None:
+    def _flow_failure(self, payload: dict[str, object]) -> dict[str, object]:
         attributes = payload.get("attributes")
         duration = float(str(payload["duration"]))
         event: dict[str, object] = {
@@ -355,9 +362,11 @@ class SlaTracker:
         log.info(
             "SLA %s failed for run %s (%s)", payload["sla"], payload["flow_run_id"], payload["kind"]
         )
-        self._emit(event)
+        return event
 
-    def _judge_agents(self, sla: AgentSla, now: float, *, may_fail: bool = True) -> None:
+    def _judge_agents(
+        self, sla: AgentSla, now: float, *, may_fail: bool = True
+    ) -> dict[str, object] | None:
         """Emit a failure when too few agents are healthy, a recovery when enough are again.
 
         A heartbeat is good news and only ever recovers (`may_fail=False`): failures are
@@ -370,14 +379,15 @@ class SlaTracker:
         failing = self._store.flag(_failing_flag(config_id)) is not None
         if len(healthy) < sla.min_healthy and not failing and may_fail:
             self._store.set_flag(_failing_flag(config_id), format_timestamp(_moment(now)))
-            self._emit_agent_event("agent_sla_failure", sla, healthy, unhealthy, now)
-        elif len(healthy) >= sla.min_healthy and failing:
+            return self._agent_event("agent_sla_failure", sla, healthy, unhealthy, now)
+        if len(healthy) >= sla.min_healthy and failing:
             self._store.set_flag(_failing_flag(config_id), None)
-            self._emit_agent_event("agent_sla_recovered", sla, healthy, unhealthy, now)
+            return self._agent_event("agent_sla_recovered", sla, healthy, unhealthy, now)
+        return None
 
-    def _emit_agent_event(
+    def _agent_event(
         self, event_type: str, sla: AgentSla, healthy: list[str], unhealthy: list[str], now: float
-    ) -> None:
+    ) -> dict[str, object]:
         self._audit.write(
             "sla.fired" if event_type == "agent_sla_failure" else "sla.recovered",
             agent_config_id=sla.agent_config_id,
@@ -386,17 +396,15 @@ class SlaTracker:
             sla_min_healthy=sla.min_healthy,
         )
         log.info("%s for agent config %s", event_type, sla.agent_config_id)
-        self._emit(
-            {
-                "type": event_type,
-                "id": str(uuid.uuid5(_IDS, f"{event_type}\x1f{sla.agent_config_id}\x1f{now}")),
-                "agent_config_id": sla.agent_config_id,
-                "sla_min_healthy": sla.min_healthy,
-                "healthy_agent_ids": healthy,
-                "unhealthy_agent_ids": unhealthy,
-                "agent_ids": unhealthy,
-            }
-        )
+        return {
+            "type": event_type,
+            "id": str(uuid.uuid5(_IDS, f"{event_type}\x1f{sla.agent_config_id}\x1f{now}")),
+            "agent_config_id": sla.agent_config_id,
+            "sla_min_healthy": sla.min_healthy,
+            "healthy_agent_ids": healthy,
+            "unhealthy_agent_ids": unhealthy,
+            "agent_ids": unhealthy,
+        }
 
     # --- what is armed
 

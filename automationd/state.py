@@ -32,6 +32,32 @@ SCHEMA = (
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL
     )""",
+    """CREATE TABLE IF NOT EXISTS events (
+        id TEXT PRIMARY KEY,
+        accepted REAL NOT NULL,
+        body TEXT NOT NULL,
+        matched TEXT,
+        done INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX IF NOT EXISTS events_unfinished ON events (done, accepted)",
+    """CREATE TABLE IF NOT EXISTS action_outcomes (
+        event_id TEXT NOT NULL,
+        automation TEXT NOT NULL,
+        action_index INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        PRIMARY KEY (event_id, automation, action_index)
+    )""",
+    """CREATE TABLE IF NOT EXISTS dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL,
+        automation TEXT NOT NULL,
+        action_index INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        error TEXT NOT NULL,
+        failed_at REAL NOT NULL,
+        tries INTEGER NOT NULL DEFAULT 1,
+        event TEXT NOT NULL
+    )""",
 )
 
 
@@ -139,6 +165,120 @@ class StateStore:
         )
         for key, due, payload in rows:
             yield key, float(due), json.loads(payload)
+
+    # --- progress of journaled events (the journal itself writes through its own connection)
+
+    def set_matched(self, event_id: str, automations: list[str], *, done: bool) -> None:
+        """Record which automations an event fired (and, when none has actions, that it is done)."""
+        self.db.execute(
+            "UPDATE events SET matched = ?, done = ? WHERE id = ?",
+            (json.dumps(automations), int(done), event_id),
+        )
+
+    def set_outcome(self, event_id: str, automation: str, index: int, outcome: str) -> None:
+        self.db.execute(
+            "INSERT INTO action_outcomes (event_id, automation, action_index, outcome) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (event_id, automation, action_index) "
+            "DO UPDATE SET outcome = excluded.outcome",
+            (event_id, automation, index, outcome),
+        )
+
+    def set_done(self, event_id: str) -> None:
+        self.db.execute("UPDATE events SET done = 1 WHERE id = ?", (event_id,))
+
+    def unfinished(
+        self,
+    ) -> Iterator[tuple[dict[str, object], list[str] | None, set[tuple[str, int]]]]:
+        """Journaled events whose actions are not all finished, oldest first: the event, the
+        automations it fired (None when it was never matched) and the actions already done."""
+        rows = self.db.execute(
+            "SELECT id, body, matched FROM events WHERE done = 0 ORDER BY accepted"
+        ).fetchall()
+        for event_id, body, matched in rows:
+            finished = {
+                (str(automation), int(index))
+                for automation, index in self.db.execute(
+                    "SELECT automation, action_index FROM action_outcomes WHERE event_id = ?",
+                    (event_id,),
+                )
+            }
+            yield json.loads(body), (None if matched is None else json.loads(matched)), finished
+
+    def event(self, event_id: str) -> dict[str, object] | None:
+        row = self.db.execute("SELECT body FROM events WHERE id = ?", (event_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def prune(self, before: float) -> int:
+        """Forget finished events accepted before `before` (and their outcomes)."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.execute(
+                "DELETE FROM action_outcomes WHERE event_id IN "
+                "(SELECT id FROM events WHERE done = 1 AND accepted < ?)",
+                (before,),
+            )
+            count = db.execute(
+                "DELETE FROM events WHERE done = 1 AND accepted < ?", (before,)
+            ).rowcount
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return int(count)
+
+    # --- dead letters
+
+    def add_dead_letter(
+        self,
+        event: dict[str, object],
+        automation: str,
+        index: int,
+        action: str,
+        error: str,
+        at: float,
+    ) -> int:
+        cursor = self.db.execute(
+            "INSERT INTO dead_letters "
+            "(event_id, automation, action_index, action, error, failed_at, event) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (str(event["id"]), automation, index, action, error, at, json.dumps(event)),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def dead_letters(self) -> list[dict[str, object]]:
+        rows = self.db.execute(
+            "SELECT id, event_id, automation, action_index, action, error, failed_at, tries "
+            "FROM dead_letters ORDER BY id"
+        )
+        names = (
+            "id",
+            "event_id",
+            "automation",
+            "action_index",
+            "action",
+            "error",
+            "failed_at",
+            "tries",
+        )
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def dead_letter(self, letter_id: int) -> tuple[dict[str, object], str, int] | None:
+        """The event, automation and action index of one dead letter."""
+        row = self.db.execute(
+            "SELECT event, automation, action_index FROM dead_letters WHERE id = ?", (letter_id,)
+        ).fetchone()
+        return None if row is None else (dict(json.loads(row[0])), str(row[1]), int(row[2]))
+
+    def retried_dead_letter(self, letter_id: int, error: str | None) -> None:
+        """A retry succeeded (error None: the letter goes) or failed again (counted)."""
+        if error is None:
+            self.db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
+        else:
+            self.db.execute(
+                "UPDATE dead_letters SET tries = tries + 1, error = ? WHERE id = ?",
+                (error, letter_id),
+            )
 
     # --- agent heartbeats and flags
 

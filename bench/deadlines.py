@@ -47,6 +47,10 @@ async def nothing(key: str, payload: dict[str, object]) -> None:
     return None
 
 
+async def drop(event: dict[str, object]) -> None:
+    return None
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -60,7 +64,7 @@ def tracker_for(directory: Path, config: Config) -> Parts:
     audit = AuditLog(directory / "audit.jsonl", fsync="never", clock=now)
     audit.open()
     deadlines = ScheduledDeadlines(store, nothing)
-    return store, audit, deadlines, SlaTracker(deadlines, store, audit, lambda event: None, now)
+    return store, audit, deadlines, SlaTracker(deadlines, store, audit, drop, now)
 
 
 async def child(directory: Path, count: int) -> dict[str, float]:

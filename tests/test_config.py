@@ -224,7 +224,10 @@ def test_declared_custom_types_are_checked_and_undeclared_accept_anything() -> N
             "not available in this version of automationd yet: the Prefect integration",
         ),
         ("version: 1\nautomations: []\nstate: {url: 'postgresql://h/db'}\n", "only sqlite:///"),
-        ("version: 1\nautomations: []\nserver: {tokens_file: /x}\n", "yet: bearer tokens"),
+        (
+            "version: 1\nautomations: []\nserver: {tokens_file: /nonexistent/x}\n",
+            "cannot read the tokens file /nonexistent/x",
+        ),
         ("- just\n- a list\n", "is not of type 'object'"),
     ],
 )

@@ -81,7 +81,7 @@ async def test_slack_posts_text_and_needs_ok(tmp_path: Path, recv: Receiver) -> 
               - slack: {webhook_url_secret: slack-prod, message: "{flow_name} is {state}"}
     """
     async with engine_for(tmp_path, rules, {"SLACK_URL": hook}) as (engine, _):
-        engine.accept([FAILED], batch=False)
+        await engine.ingest([FAILED], batch=False)
         recv.replies["/services/T0/B0/s3cr3tTOKEN"].append((200, "ok", {}))
         await recv.wait_for(2)
     bodies = sorted(str(r.body) for r in recv.requests)
@@ -109,7 +109,7 @@ async def test_slack_permanent_errors_are_not_retried(
           - {name: chat, on: [flow_run_state_change], actions: [{slack: {webhook_url_secret: slack}}]}
     """
     async with engine_for(tmp_path, rules, {"SLACK_URL": f"{recv.url}/hook"}) as (engine, _):
-        engine.accept([FAILED], batch=False)
+        await engine.ingest([FAILED], batch=False)
     assert len(recv.requests) == tries
     (outcome,) = outcomes(tmp_path)
     assert outcome["kind"] == "action.failed"
@@ -125,7 +125,7 @@ async def test_slack_429_honours_retry_after(tmp_path: Path, recv: Receiver) -> 
           - {name: chat, on: [flow_run_state_change], actions: [{slack: {webhook_url_secret: slack}}]}
     """
     async with engine_for(tmp_path, rules, {"SLACK_URL": f"{recv.url}/hook"}) as (engine, delays):
-        engine.accept([FAILED], batch=False)
+        await engine.ingest([FAILED], batch=False)
     assert len(recv.requests) == 2
     assert delays == [7.0]
     assert [a["status"] for a in attempts(tmp_path)] == [429, 200]
@@ -145,7 +145,7 @@ async def test_teams_sends_an_adaptive_card(tmp_path: Path, recv: Receiver) -> N
         engine,
         _,
     ):
-        engine.accept([FAILED], batch=False)
+        await engine.ingest([FAILED], batch=False)
     (got,) = recv.requests
     assert isinstance(got.body, dict)
     assert got.body["type"] == "message"
@@ -182,7 +182,7 @@ async def test_pagerduty_trigger_keeps_its_dedup_key_across_retries(
     """
     long_message = {**FAILED, "message": "x" * 3000}
     async with engine_for(tmp_path, rules) as (engine, _):
-        engine.accept([long_message], batch=False)
+        await engine.ingest([long_message], batch=False)
     first, second = recv.requests
     assert first.body == second.body
     body = first.body
@@ -221,7 +221,7 @@ async def test_twilio_texts_each_number_once_even_when_one_is_retried(
                   message: "{{flow_name}} failed"
     """
     async with engine_for(tmp_path, rules, {"TWILIO_TOKEN": "tw-t0ken"}) as (engine, _):
-        engine.accept([FAILED], batch=False)
+        await engine.ingest([FAILED], batch=False)
     assert [r.body for r in recv.requests] == [
         {"To": "+15550001", "MessagingServiceSid": "MG456", "Body": "nightly-etl failed"},
         {"To": "+15550002", "MessagingServiceSid": "MG456", "Body": "nightly-etl failed"},
@@ -247,7 +247,7 @@ async def test_webhook_retries_only_what_can_succeed(
           - {{name: hook, on: [flow_run_state_change], actions: [{{webhook: {{url: "{recv.url}/hook"}}}}]}}
     """
     async with engine_for(tmp_path, rules) as (engine, delays):
-        engine.accept([FAILED], batch=False)
+        await engine.ingest([FAILED], batch=False)
     assert len(recv.requests) == tries
     assert len({r.headers["Idempotency-Key"] for r in recv.requests}) == 1
     (outcome,) = outcomes(tmp_path)
@@ -272,7 +272,7 @@ async def test_per_action_retry_and_timeout_override_the_defaults(
             actions: [{{webhook: {{url: "{recv.url}/slow", timeout: 100ms, retry: {{attempts: 2}}}}}}]
     """
     async with engine_for(tmp_path, rules) as (engine, delays):
-        engine.accept([FAILED], batch=False)
+        await engine.ingest([FAILED], batch=False)
     assert len(delays) == 1
     tried = attempts(tmp_path)
     assert [(a["attempt"], a["error"], a["retryable"]) for a in tried] == [
@@ -294,7 +294,7 @@ async def test_a_failing_action_does_not_stop_the_next_one(tmp_path: Path, recv:
               - webhook: {{url: "{recv.url}/fine"}}
     """
     async with engine_for(tmp_path, rules) as (engine, _):
-        engine.accept([FAILED], batch=False)
+        await engine.ingest([FAILED], batch=False)
     assert sorted(r.path for r in recv.requests) == ["/broken", "/fine"]
     assert sorted(str(o["kind"]) for o in outcomes(tmp_path)) == [
         "action.failed",
@@ -321,7 +321,7 @@ async def test_email_goes_to_every_recipient_in_one_message(tmp_path: Path) -> N
     async with smtp_server(mailbox, login=("bot", "pw-s3cret")) as port:
         rules = SMTP_RULES.format(port=port, to='["ops@example.com", "dev@example.com"]')
         async with engine_for(tmp_path, rules, {"SMTP_PASSWORD": "pw-s3cret"}) as (engine, _):
-            engine.accept([FAILED], batch=False)
+            await engine.ingest([FAILED], batch=False)
     (envelope,) = mailbox.messages
     assert envelope.mail_from == "automationd@example.com"
     assert envelope.rcpt_tos == ["ops@example.com", "dev@example.com"]
@@ -340,7 +340,7 @@ async def test_email_550_recipient_is_permanent(tmp_path: Path) -> None:
     async with smtp_server(mailbox, login=("bot", "pw")) as port:
         rules = SMTP_RULES.format(port=port, to='["nobody@example.com"]')
         async with engine_for(tmp_path, rules, {"SMTP_PASSWORD": "pw"}) as (engine, _):
-            engine.accept([FAILED], batch=False)
+            await engine.ingest([FAILED], batch=False)
     assert mailbox.messages == []
     (outcome,) = outcomes(tmp_path)
     assert (outcome["kind"], outcome["attempts"], outcome["status"]) == ("action.failed", 1, 550)
@@ -352,7 +352,7 @@ async def test_email_4xx_is_retried_until_accepted(tmp_path: Path) -> None:
     async with smtp_server(mailbox, login=("bot", "pw")) as port:
         rules = SMTP_RULES.format(port=port, to='["ops@example.com"]')
         async with engine_for(tmp_path, rules, {"SMTP_PASSWORD": "pw"}) as (engine, _):
-            engine.accept([FAILED], batch=False)
+            await engine.ingest([FAILED], batch=False)
     assert len(mailbox.messages) == 1
     assert [(a["ok"], a["status"]) for a in attempts(tmp_path)] == [(False, 451), (True, 250)]
 
@@ -362,7 +362,7 @@ async def test_email_wrong_password_is_permanent_and_never_logged(tmp_path: Path
     async with smtp_server(mailbox, login=("bot", "right")) as port:
         rules = SMTP_RULES.format(port=port, to='["ops@example.com"]')
         async with engine_for(tmp_path, rules, {"SMTP_PASSWORD": "wr0ng-pa55"}) as (engine, _):
-            engine.accept([FAILED], batch=False)
+            await engine.ingest([FAILED], batch=False)
     (outcome,) = outcomes(tmp_path)
     assert (outcome["kind"], outcome["attempts"], outcome["status"]) == ("action.failed", 1, 535)
     assert "wr0ng-pa55" not in (tmp_path / "audit.jsonl").read_text()
@@ -373,7 +373,7 @@ async def test_a_dead_smtp_server_is_retried(tmp_path: Path) -> None:
         pass  # closed again: nothing listens on the port now
     rules = SMTP_RULES.format(port=port, to='["ops@example.com"]')
     async with engine_for(tmp_path, rules, {"SMTP_PASSWORD": "pw"}) as (engine, delays):
-        engine.accept([FAILED], batch=False)
+        await engine.ingest([FAILED], batch=False)
     (outcome,) = outcomes(tmp_path)
     assert (outcome["kind"], outcome["attempts"]) == ("action.failed", 5)
     assert len(delays) == 4
@@ -392,7 +392,7 @@ async def test_concurrency_is_bounded_per_destination(tmp_path: Path, recv: Rece
                 actions: [{{webhook: {{url: "{other.url}/fast"}}}}]
         """
         async with engine_for(tmp_path, rules) as (engine, _):
-            engine.accept([{**FAILED, "id": f"e{i}"} for i in range(20)], batch=True)
+            await engine.ingest([{**FAILED, "id": f"e{i}"} for i in range(20)], batch=True)
             # the other destination gets all 20 while the slow one works through its queue
             await other.wait_for(20, within=5)
             assert len(recv.requests) < 20

@@ -178,6 +178,7 @@ async def test_readyz_and_metrics_change(tmp_path: Path) -> None:
                 "rules_loaded": True,
                 "listening": True,
                 "audit_writable": True,
+                "journal_writable": True,
                 "state_writable": True,
             },
         }

@@ -62,10 +62,14 @@ class Harness:
         self.audit = AuditLog(tmp_path / "audit.jsonl", fsync="never", clock=self.clock)
         self.audit.open()
         self.emitted: list[dict[str, object]] = []
-        self.tracker = SlaTracker(
-            self.deadlines, self.store, self.audit, self.emitted.append, self.clock
-        )
+        self.tracker = self.new_tracker()
         self.configure(rules)
+
+    def new_tracker(self) -> SlaTracker:
+        async def emit(event: dict[str, object]) -> None:
+            self.emitted.append(event)
+
+        return SlaTracker(self.deadlines, self.store, self.audit, emit, self.clock)
 
     def configure(self, rules: str) -> Config:
         config = parse_config(
@@ -85,7 +89,7 @@ class Harness:
         self.tracker.observe(normalise(raw, EventTypeResolver(), self.clock()))
 
     def heartbeat(self, agent: str, config: str = "prod") -> None:
-        self.tracker.observe(
+        self.emitted += self.tracker.observe(
             normalise(
                 {"type": "agent_heartbeat", "agent_id": agent, "agent_config_id": config},
                 EventTypeResolver(),
@@ -310,8 +314,7 @@ async def test_agent_state_survives_a_new_tracker(harness: Callable[[str], Harne
     h.heartbeat("a1")
     await h.advance(61)
     assert [e["type"] for e in h.emitted] == ["agent_sla_failure"]
-    again = SlaTracker(h.deadlines, h.store, h.audit, h.emitted.append, h.clock)
-    h.tracker = again
+    h.tracker = h.new_tracker()
     h.configure(rules)
     await h.advance(600)
     assert [e["type"] for e in h.emitted] == ["agent_sla_failure"]  # no second failure

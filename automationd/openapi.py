@@ -1,0 +1,183 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at GET /openapi.json."""
+
+from __future__ import annotations
+
+from automationd import __version__
+
+ERROR = {
+    "type": "object",
+    "required": ["error", "field"],
+    "properties": {
+        "error": {"type": "string", "description": "What is wrong."},
+        "field": {"type": ["string", "null"], "description": "The offending field, e.g. [2].type."},
+        "index": {"type": "integer", "description": "The bad item of a batch."},
+    },
+}
+
+
+def _error(description: str) -> dict[str, object]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _json(description: str, schema: dict[str, object] | None = None) -> dict[str, object]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema or {"type": "object"}}},
+    }
+
+
+UNAUTHORIZED = _error("No valid bearer token (only when server.tokens_file is set).")
+
+OPENAPI: dict[str, object] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "automationd",
+        "version": __version__,
+        "description": "Events in, automations matched, actions out, every step audited.",
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": ERROR,
+            "Event": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {
+                    "type": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "id": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "timestamp": {"type": "string", "format": "date-time"},
+                    "message": {"type": "string"},
+                    "event_name": {"type": "string"},
+                    "tenant_id": {"type": ["string", "null"]},
+                    "tenant_slug": {"type": ["string", "null"]},
+                },
+                "additionalProperties": True,
+            },
+            "Accepted": {
+                "type": "object",
+                "required": ["accepted"],
+                "properties": {
+                    "accepted": {"type": "array", "items": {"type": "string"}},
+                    "duplicates": {"type": "array", "items": {"type": "string"}},
+                    "duplicate": {"type": "boolean"},
+                },
+            },
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/events": {
+            "post": {
+                "summary": "Accept one event or a batch; 202 once they are durable.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {"$ref": "#/components/schemas/Event"},
+                                    {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "items": {"$ref": "#/components/schemas/Event"},
+                                    },
+                                ]
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json(
+                        "Accepted (and journaled).", {"$ref": "#/components/schemas/Accepted"}
+                    ),
+                    "400": _error("Malformed JSON or an event breaking the contract."),
+                    "401": UNAUTHORIZED,
+                    "413": _error("The body is larger than server.max_body_bytes."),
+                    "429": _error("The queue is full; retry after Retry-After seconds."),
+                    "503": _error("The journal cannot be written; nothing was accepted."),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness.",
+                "security": [],
+                "responses": {"200": _json("The process answers.")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: rules loaded, port bound, audit and state writable.",
+                "security": [],
+                "responses": {
+                    "200": _json("Ready."),
+                    "503": _json("Not ready, with the failing checks."),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics.",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/rules": {
+            "get": {
+                "summary": "The active rules (no secret values) and the last reload attempt.",
+                "responses": {"200": _json("The rules."), "401": UNAUTHORIZED},
+            }
+        },
+        "/reload": {
+            "post": {
+                "summary": "Reload the rules file now.",
+                "responses": {
+                    "200": _json("Applied or unchanged."),
+                    "401": UNAUTHORIZED,
+                    "422": _json("Rejected: the old rules stay; the problems are listed."),
+                },
+            }
+        },
+        "/slas": {
+            "get": {
+                "summary": "Armed SLA deadlines and agent health.",
+                "responses": {"200": _json("Deadlines and agent SLAs."), "401": UNAUTHORIZED},
+            }
+        },
+        "/dead-letters": {
+            "get": {
+                "summary": "Actions that failed for good.",
+                "responses": {"200": _json("The dead letters."), "401": UNAUTHORIZED},
+            }
+        },
+        "/dead-letters/{id}/retry": {
+            "post": {
+                "summary": "Run a dead letter's action again.",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+                ],
+                "responses": {
+                    "202": _json("Retrying."),
+                    "401": UNAUTHORIZED,
+                    "404": _error("No such dead letter."),
+                    "409": _error("Its automation is no longer in the rules."),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document.",
+                "security": [],
+                "responses": {"200": _json("OpenAPI 3.1.")},
+            }
+        },
+    },
+}
