@@ -64,7 +64,7 @@ class Rules:
             config,
             config.resolver(),
             AutomationIndex(config.automations),
-            Redactor(config.secrets.values()),
+            Redactor([*config.secrets.values(), *config.server.tokens]),
         )
 
 
@@ -129,7 +129,15 @@ def changes_between(old: Config, new: Config) -> dict[str, object]:
             n for n in before.keys() & after.keys() if before[n] != after[n]
         ),
         "sections_changed": sections,
-        "restart_needed": [n for n in RESTART_ONLY if getattr(old, n) != getattr(new, n)],
+        "restart_needed": [
+            n
+            for n in RESTART_ONLY
+            if getattr(old, n) != getattr(new, n)
+            and not (
+                n == "server"
+                and dataclasses.replace(old.server, tokens=new.server.tokens) == new.server
+            )
+        ],
     }
 
 
@@ -277,8 +285,10 @@ class Engine:
             except ConfigError as exc:
                 return self._rejected(trigger, now, sha256, exc.lines())
             changes = changes_between(old, new)
-            # what only a restart can change stays as it is
-            new = dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_ONLY})
+            # what only a restart can change stays as it is (but tokens are taken anew)
+            kept = {name: getattr(old, name) for name in RESTART_ONLY}
+            kept["server"] = dataclasses.replace(old.server, tokens=new.server.tokens)
+            new = dataclasses.replace(new, **kept)
             self.rules = Rules.of(new)  # the swap: events from here on meet the new rules
             self.sla.configure(new)
             self._know_types()

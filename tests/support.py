@@ -90,14 +90,14 @@ class Receiver:
 
 
 @asynccontextmanager
-async def receiver() -> AsyncIterator[Receiver]:
-    """Run a Receiver on a free loopback port for the duration of the block."""
+async def receiver(port: int = 0) -> AsyncIterator[Receiver]:
+    """Run a Receiver on a loopback port (a free one by default) for the duration of the block."""
     recv = Receiver()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", recv.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     host, port = runner.addresses[0][:2]
     recv.url = f"http://{host}:{port}"
@@ -169,7 +169,7 @@ async def smtp_server(
         await server.wait_closed()
 
 
-LISTENING = re.compile(r"listening on (http://\S+)")
+LISTENING = re.compile(r"listening on (https?://\S+)")
 
 
 @dataclass
@@ -185,12 +185,19 @@ class Daemon:
         self, body: bytes | object, headers: dict[str, str] | None = None
     ) -> tuple[int, object]:
         """POST /events; the status and the JSON answer."""
+        status, answer, _ = await self.post_full(body, headers)
+        return status, answer
+
+    async def post_full(
+        self, body: bytes | object, headers: dict[str, str] | None = None
+    ) -> tuple[int, object, dict[str, str]]:
+        """POST /events; the status, the JSON answer and the response headers."""
         data = io.BytesIO(body if isinstance(body, bytes) else json.dumps(body).encode())
         async with (
             aiohttp.ClientSession() as session,
             session.post(f"{self.url}/events", data=data, headers=headers) as response,
         ):
-            return response.status, await response.json()
+            return response.status, await response.json(), dict(response.headers)
 
     async def stop(self, within: float = 40.0) -> int:
         """SIGTERM, wait for the exit status."""
@@ -263,6 +270,15 @@ async def daemon(config: Path, *, env: dict[str, str] | None = None) -> AsyncIte
             await process.wait()
         if not drain.done():
             await drain
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a destination that is down, for now)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def audit_records(path: Path) -> list[dict[str, object]]:

@@ -1,0 +1,313 @@
+"""The guarantees, against the real daemon: 202 means it happens, once per id, behind auth."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support import audit_records, daemon, free_port, receiver
+
+
+def rules_for(tmp_path: Path, destination: str, extra: str = "", server: str = "") -> Path:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"""\
+version: 1
+server: {{listen: "127.0.0.1:0"{server}}}
+retry: {{attempts: 100, initial: 50ms, max: 200ms}}
+{extra}
+automations:
+  - name: forward
+    on: [job_done]
+    actions: [{{webhook: {{url: "{destination}/hook"}}}}]
+"""
+    )
+    return rules
+
+
+async def test_every_accepted_event_is_delivered_after_kill_9(tmp_path: Path) -> None:
+    port = free_port()  # the destination is down while events arrive
+    rules = rules_for(tmp_path, f"http://127.0.0.1:{port}")
+    accepted: list[str] = []
+    async with daemon(rules) as proc:
+
+        async def send(batch: int) -> None:
+            events = [{"type": "job_done", "id": f"job-{batch}-{i}"} for i in range(10)]
+            try:
+                status, answer = await proc.post(events)
+            except aiohttp.ClientError:
+                return  # the daemon died under this request: no 202, no promise
+            if status == 202:
+                assert isinstance(answer, dict)
+                accepted.extend(answer["accepted"])
+
+        sending = [asyncio.create_task(send(b)) for b in range(40)]
+        async with asyncio.timeout(10):
+            while len(accepted) < 150:  # noqa: ASYNC110 - mid-load
+                await asyncio.sleep(0.005)
+        proc.process.kill()
+        await proc.process.wait()
+        await asyncio.gather(*sending)
+    assert len(accepted) >= 150
+    async with receiver(port) as recv, daemon(rules) as proc:
+        async with asyncio.timeout(30):
+            while not set(accepted) <= {r.headers["X-PREFECT-EVENT-ID"] for r in recv.requests}:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert await proc.stop() == 0
+    delivered = [r.headers["X-PREFECT-EVENT-ID"] for r in recv.requests]
+    duplicates = len(delivered) - len(set(delivered))
+    print(
+        f"\n{len(accepted)} events got 202 before kill -9; all {len(set(accepted))} delivered, {duplicates} twice"
+    )
+    assert set(accepted) <= set(delivered)
+    resumed = [r for r in audit_records(tmp_path / "audit.jsonl") if r["kind"] == "event.resumed"]
+    assert resumed
+
+
+async def test_a_duplicate_id_is_accepted_but_not_processed_again(tmp_path: Path) -> None:
+    async with receiver() as recv:
+        rules = rules_for(tmp_path, recv.url)
+        async with daemon(rules) as proc:
+            status, answer = await proc.post({"type": "job_done", "id": "same"})
+            assert (status, answer) == (202, {"accepted": ["same"]})
+            status, answer = await proc.post({"type": "job_done", "id": "same"})
+            assert (status, answer) == (
+                202,
+                {"accepted": ["same"], "duplicates": ["same"], "duplicate": True},
+            )
+            status, answer = await proc.post(
+                [{"type": "job_done", "id": "other"}, {"type": "job_done", "id": "other"}]
+            )
+            assert answer == {
+                "accepted": ["other", "other"],
+                "duplicates": ["other"],
+                "duplicate": False,
+            }
+            await recv.wait_for(2)
+            assert await proc.stop() == 0
+        async with daemon(rules) as proc:  # remembered across a restart
+            status, answer = await proc.post({"type": "job_done", "id": "same"})
+            assert answer == {"accepted": ["same"], "duplicates": ["same"], "duplicate": True}
+            assert await proc.stop() == 0
+    assert sorted(r.headers["X-PREFECT-EVENT-ID"] for r in recv.requests) == ["other", "same"]
+
+
+async def test_bearer_tokens(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# ops\ns3cret-one\n\ns3cret-two\n")
+    async with receiver() as recv:
+        rules = rules_for(tmp_path, recv.url, server=f", tokens_file: {tokens}")
+        async with daemon(rules) as proc:
+            event = {"type": "job_done"}
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": "s3cret-one"},
+                {"Authorization": "Basic s3cret-one"},
+            ):
+                status, answer, response_headers = await proc.post_full(event, headers)
+                assert status == 401, headers
+                assert isinstance(answer, dict)
+                assert "bearer token" in str(answer["error"])
+                assert response_headers["WWW-Authenticate"].startswith("Bearer")
+            for token in ("s3cret-one", "s3cret-two"):
+                status, _ = await proc.post(event, {"Authorization": f"Bearer {token}"})
+                assert status == 202
+            async with aiohttp.ClientSession() as session:
+                for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+                    async with session.get(f"{proc.url}{path}") as response:
+                        assert response.status == 200, path
+                async with session.get(f"{proc.url}/rules") as response:
+                    assert response.status == 401
+                async with session.post(f"{proc.url}/reload") as response:
+                    assert response.status == 401
+            tokens.write_text("s3cret-three\n")  # re-read on reload
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    f"{proc.url}/reload", headers={"Authorization": "Bearer s3cret-one"}
+                ) as response,
+            ):
+                assert response.status == 200
+            status, _ = await proc.post(event, {"Authorization": "Bearer s3cret-one"})
+            assert status == 401
+            status, _ = await proc.post(event, {"Authorization": "Bearer s3cret-three"})
+            assert status == 202
+            assert await proc.stop() == 0
+    assert "s3cret" not in (tmp_path / "audit.jsonl").read_text()
+    assert not any("s3cret" in line for line in proc.log)
+
+
+async def test_a_flooded_queue_answers_429(tmp_path: Path) -> None:
+    async with receiver() as recv:
+        rules = rules_for(tmp_path, recv.url, server=", queue_size: 150")
+        async with daemon(rules) as proc:
+            batch = [{"type": "job_done"} for _ in range(100)]
+            answers = await asyncio.gather(*(proc.post_full(batch) for _ in range(20)))
+            statuses = [status for status, _, _ in answers]
+            assert 202 in statuses
+            assert 429 in statuses
+            refused = next(a for a in answers if a[0] == 429)
+            assert refused[2]["Retry-After"] == "1"
+            assert refused[1] == {"error": "the queue is full; retry later", "field": None}
+            await recv.wait_for(100 * statuses.count(202), within=20)
+            assert await proc.stop() == 0
+
+
+def small_tmpfs(path: Path) -> bool:
+    path.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+async def test_an_unwritable_journal_answers_503_never_202(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    if os.geteuid() != 0 or shutil.which("mount") is None or not small_tmpfs(disk):
+        pytest.skip(
+            "needs root to mount a small tmpfs (as root, permissions cannot make a path unwritable)"
+        )
+    try:
+        async with receiver() as recv:
+            rules = rules_for(
+                tmp_path, recv.url, extra=f"state: {{url: 'sqlite:///{disk}/state.db'}}"
+            )
+            async with daemon(rules) as proc:
+                status, _ = await proc.post({"type": "job_done", "id": "before"})
+                assert status == 202
+                filler = disk / "filler"
+                await asyncio.to_thread(
+                    subprocess.run,
+                    ["dd", "if=/dev/zero", f"of={filler}", "bs=64k"],
+                    capture_output=True,
+                    check=False,
+                )
+                refused = 0
+                for n in range(20):
+                    event = {"type": "job_done", "id": f"full-{n}", "pad": "x" * 20_000}
+                    status, answer = await proc.post(event)
+                    assert status in (202, 503)
+                    if status == 503:
+                        refused += 1
+                        assert isinstance(answer, dict)
+                        assert "could not be made durable" in str(answer["error"])
+                assert refused > 0
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"{proc.url}/readyz") as response,
+                ):
+                    assert response.status == 503
+                    body = await response.json()
+                    assert body["checks"]["journal_writable"] is False
+                filler.unlink()
+                status, _ = await proc.post({"type": "job_done", "id": "after"})
+                assert status == 202
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"{proc.url}/readyz") as response,
+                ):
+                    assert response.status == 200
+                await recv.wait_for_path("/hook", 2)
+                assert await proc.stop() == 0
+        delivered = {r.headers["X-PREFECT-EVENT-ID"] for r in recv.requests}
+        assert {"before", "after"} <= delivered
+    finally:
+        await asyncio.to_thread(subprocess.run, ["umount", str(disk)], check=False)
+
+
+async def test_dead_letters_are_listed_and_retried(tmp_path: Path) -> None:
+    async with receiver() as recv:
+        recv.status["/hook"] = 400
+        rules = rules_for(tmp_path, recv.url)
+        async with daemon(rules) as proc:
+            await proc.post({"type": "job_done", "id": "doomed"})
+            await recv.wait_for(1)
+            async with aiohttp.ClientSession() as session:
+                async with asyncio.timeout(5):
+                    while True:
+                        async with session.get(f"{proc.url}/dead-letters") as response:
+                            letters = (await response.json())["dead_letters"]
+                        if letters:
+                            break
+                        await asyncio.sleep(0.02)
+                (letter,) = letters
+                assert (
+                    letter["event_id"],
+                    letter["automation"],
+                    letter["action"],
+                    letter["tries"],
+                ) == ("doomed", "forward", "webhook", 1)
+                assert "answered 400" in letter["error"]
+                recv.status["/hook"] = 200
+                async with session.post(
+                    f"{proc.url}/dead-letters/{letter['id']}/retry"
+                ) as response:
+                    assert response.status == 202
+                await recv.wait_for(2)
+                async with asyncio.timeout(5):
+                    while letters:
+                        async with session.get(f"{proc.url}/dead-letters") as response:
+                            letters = (await response.json())["dead_letters"]
+                        await asyncio.sleep(0.02)
+                async with session.post(f"{proc.url}/dead-letters/999/retry") as response:
+                    assert response.status == 404
+            assert await proc.stop() == 0
+    kinds = [r["kind"] for r in audit_records(tmp_path / "audit.jsonl")]
+    assert "action.dead_lettered" in kinds
+    assert "dead_letter.resolved" in kinds
+
+
+async def test_tls(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    await asyncio.to_thread(
+        subprocess.run,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    async with receiver() as recv:
+        rules = rules_for(tmp_path, recv.url, server=f", tls: {{cert: {cert}, key: {key}}}")
+        async with daemon(rules) as proc:
+            assert proc.url.startswith("https://")
+            context = ssl.create_default_context(cafile=str(cert))
+            async with aiohttp.ClientSession() as session:
+                async with session.post(
+                    f"{proc.url}/events", json={"type": "job_done"}, ssl=context
+                ) as response:
+                    assert response.status == 202
+                with pytest.raises(aiohttp.ClientError):
+                    async with session.post(
+                        f"{proc.url.replace('https', 'http')}/events", json={"type": "job_done"}
+                    ):
+                        pass
+            await recv.wait_for(1)
+            assert await proc.stop() == 0
