@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from automationd import __version__
 from automationd.config import Config, ConfigError, load_config
@@ -64,6 +65,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("aiohttp.server").addFilter(_one_line_for_malformed_requests)
     if args.command == "receive":
         host, port = args.listen
         return asyncio.run(receive_webhooks(host, port, args.status))
@@ -75,6 +77,20 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         log.error("not starting: %s has %d problem(s)", args.config, len(exc.problems))
         return 1
     return asyncio.run(serve(config, environ))
+
+
+def _one_line_for_malformed_requests(record: logging.LogRecord) -> bool:
+    """aiohttp logs a traceback at ERROR for every malformed HTTP request it refuses with 400;
+    any client could fill the journal with them. One warning line each instead."""
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, HttpProcessingError):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg, record.args, record.exc_info = (
+            "refused a malformed HTTP request: %s",
+            (error.message.splitlines()[0] if error.message else type(error).__name__,),
+            None,
+        )
+    return True
 
 
 def _host_port(text: str) -> tuple[str, int]:

@@ -214,7 +214,7 @@ async def post_dead_letter_retry(request: web.Request) -> web.Response:
     """Run a dead letter's action again; 202, or 404 for an unknown id, 409 when its
     automation is gone."""
     raw = request.match_info["id"]
-    if not raw.isdigit():
+    if not raw.isdigit() or len(raw) > 18:  # SQLite integers are 64-bit
         return error(404, f"no dead letter {raw}", "id")
     outcome = await request.app[ENGINE].retry_dead_letter(int(raw))
     if outcome is None:

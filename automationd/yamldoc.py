@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 import yaml
+import yaml.reader
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 Path = tuple[str | int, ...]
@@ -104,7 +105,16 @@ def _position(node: Node) -> Position:
 
 def load(text: str) -> Document:
     """Parse one YAML document; raises YamlError with every problem found, each located."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        before = text[: exc.position]
+        at = Position(before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1)
+        code = (
+            exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        )
+        message = f"invalid YAML: character {chr(code)!r} (U+{code:04X}) is not allowed in YAML"
+        raise YamlError([Problem(at, message)]) from None
     try:
         try:
             root = loader.get_single_node()

@@ -40,6 +40,7 @@ def test_positions_of_values_and_keys() -> None:
         ("a: 1\n---\nb: 2\n", 2, 1, "single document"),
         ("a: *nope\n", 1, 4, "undefined alias"),
         ("a:\n  b: 1\n c: 2\n", 3, 2, "invalid YAML"),
+        ("a: 1\nb: x\x1fy\n", 2, 5, "(U+001F) is not allowed"),
     ],
 )
 def test_problems_are_located(text: str, line: int, column: int, words: str) -> None:

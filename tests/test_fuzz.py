@@ -1,0 +1,196 @@
+"""Property tests and an API fuzzer: whatever comes in, only the expected errors come out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from automationd.config import ConfigError, parse_config
+from automationd.events import EventError, EventTypeResolver, normalise, parse_json, split_batch
+from automationd.templating import Template, TemplateError, compile_json, render_json
+from tests.support import daemon, receiver
+
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+event_like = (
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "type",
+                "id",
+                "timestamp",
+                "message",
+                "state",
+                "flow_run_id",
+                "duration_seconds",
+                "agent_ids",
+                "scheduled_start_time",
+                "x",
+            ]
+        ),
+        json_values,
+        max_size=8,
+    )
+    | json_values
+)
+
+
+@SETTINGS
+@given(st.binary(max_size=300))
+def test_any_body_parses_or_is_an_event_error(body: bytes) -> None:
+    try:
+        parse_json(body)
+    except EventError as exc:
+        problem: EventError | None = exc
+    else:
+        problem = None
+    assert problem is None or problem.message
+
+
+@SETTINGS
+@given(event_like, st.sampled_from(["flow_run_state_change", "agent_sla_failure", "deploy", None]))
+def test_any_event_normalises_or_is_an_event_error(raw: object, event_type: str | None) -> None:
+    if isinstance(raw, dict) and event_type is not None:
+        raw = {**raw, "type": event_type}
+    try:
+        items, _ = split_batch(raw)
+        events = [normalise(item, EventTypeResolver(), NOW) for item in items]
+    except EventError as exc:
+        events, problem = [], exc.message
+    else:
+        problem = "none"
+    assert problem
+    for event in events:
+        json.dumps(event, ensure_ascii=False).encode("utf-8")  # the audit can write it
+        assert isinstance(event["message"], str)
+
+
+@SETTINGS
+@given(st.text(max_size=60), json_values)
+def test_templates_parse_or_fail_cleanly_and_render_anything(text: str, value: object) -> None:
+    try:
+        template = Template.parse(text)
+    except TemplateError as exc:
+        offset: int | None = exc.offset
+    else:
+        offset = None
+    if offset is not None:
+        assert 0 <= offset <= len(text)
+        return
+    event = {"a": value, "b": {"c": value}, "type": "x"}
+    assert isinstance(template.render(event), str)
+    render_json(compile_json({"k": text, text: [text]}), event)
+
+
+yaml_scalars = st.sampled_from(
+    ["1", "-1", "x", "''", "null", "true", "[]", "{}", "5m", "'{id}'", "'{'", "on", "*"]
+)
+yaml_keys = st.sampled_from(
+    [
+        "version",
+        "automations",
+        "name",
+        "on",
+        "match",
+        "when",
+        "actions",
+        "webhook",
+        "url",
+        "slack",
+        "server",
+        "listen",
+        "flow_slas",
+        "id",
+        "kind",
+        "duration",
+        "secrets",
+        "env",
+        "retry",
+        "attempts",
+        "payload",
+        "x",
+    ]
+)
+
+
+@st.composite
+def yaml_documents(draw: st.DrawFn, depth: int = 0) -> str:
+    lines = []
+    for key in draw(st.lists(yaml_keys, max_size=5)):
+        indent = "  " * depth
+        if depth < 3 and draw(st.booleans()):
+            lines.append(f"{indent}{key}:")
+            lines.append(draw(yaml_documents(depth + 1)))
+        elif draw(st.booleans()):
+            lines.append(f"{indent}{key}: [{draw(yaml_scalars)}, {draw(yaml_scalars)}]")
+        else:
+            lines.append(f"{indent}{key}: {draw(yaml_scalars)}")
+    return "\n".join(line for line in lines if line)
+
+
+@SETTINGS
+@given(st.one_of(yaml_documents(), st.text(max_size=200)))
+def test_any_rules_text_loads_or_is_a_config_error(text: str) -> None:
+    try:
+        parse_config(text.encode(), Path("/r.yaml"))
+    except ConfigError as exc:
+        lines = exc.lines()
+    else:
+        lines = ["/r.yaml: valid"]
+    assert lines
+    assert all(line.startswith("/r.yaml") for line in lines)
+
+
+async def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
+    """Schemathesis generates requests from GET /openapi.json against the real daemon."""
+    st_command = shutil.which("st", path=str(Path(sys.executable).parent))
+    if st_command is None:
+        pytest.skip("schemathesis is not installed")
+    async with receiver() as recv:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            f"version: 1\nserver: {{listen: '127.0.0.1:0'}}\nautomations:\n"
+            f"  - {{name: a, on: ['*'], actions: [{{webhook: {{url: '{recv.url}/x'}}}}]}}\n"
+        )
+        async with daemon(rules) as proc:
+            fuzz = await asyncio.create_subprocess_exec(
+                st_command,
+                "run",
+                f"{proc.url}/openapi.json",
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                "40",
+                "--seed",
+                "1",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            out, _ = await asyncio.wait_for(fuzz.communicate(), 300)
+            report = out.decode()
+            assert fuzz.returncode == 0, report
+            assert "Server error" not in report
+            status, _ = await proc.post({"type": "still-alive"})
+            assert status == 202
+            assert await proc.stop() == 0
+    assert not any("Traceback" in line for line in proc.log), "\n".join(proc.log)
