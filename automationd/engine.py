@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import logging
 import random
 import sqlite3
@@ -168,7 +169,9 @@ class Engine:
         self.sla = SlaTracker(self.deadlines, self.store, self.audit, self.emit, clock)
         state = config.state
         self.journal = (
-            Journal(state.path, dedup_window=state.dedup_window) if state.journal else None
+            Journal(state.path, dedup_window=state.dedup_window, on_commit=self._committed)
+            if state.journal
+            else None
         )
         self._reserved = 0
         self._outstanding: dict[str, int] = {}
@@ -368,29 +371,35 @@ class Engine:
                 raise EventError(f"event {i} of the batch: {exc.message}", where, i) from None
         if source == "http" and self.backlog + len(events) > rules.config.server.queue_size:
             raise Busy(len(events))
+        bodies = [json.dumps(e, ensure_ascii=False, separators=(",", ":")) for e in events]
         self._reserved += len(events)
         try:
             fresh = [True] * len(events)
             if self.journal is not None:
-                fresh = await self.journal.append(events, now.timestamp())
+                rows = [(str(e["id"]), body) for e, body in zip(events, bodies, strict=True)]
+                fresh = await self.journal.append(rows, now.timestamp())
         finally:
             self._reserved -= len(events)
         duplicates = []
-        for event, new in zip(events, fresh, strict=True):
+        for event, body, new in zip(events, bodies, fresh, strict=True):
             if not new:
                 duplicates.append(str(event["id"]))
                 self.audit.write("event.duplicate", event_id=event["id"], source=source)
                 continue
             self.audit.write(
                 "event.accepted",
+                {"event": body},
                 event_id=event["id"],
                 event_type=event["type"],
                 source=source,
-                event=event,
             )
             self._queue.put_nowait(event)
             self.metrics.events_received.labels(self.metrics.type_label(str(event["type"]))).inc()
         return Ingested([str(event["id"]) for event in events], duplicates)
+
+    def _committed(self, events: int) -> None:
+        self.metrics.journal_commits.inc()
+        self.metrics.journal_events.inc(events)
 
     @property
     def backlog(self) -> int:
@@ -426,7 +435,7 @@ class Engine:
             if pending:
                 self._outstanding[str(event["id"])] = pending
             else:
-                self.store.set_done(str(event["id"]))
+                self.journal.set_done(str(event["id"]))
         if resumed:
             log.info("resumed %d events whose actions had not finished", resumed)
 
@@ -505,7 +514,7 @@ class Engine:
         if pending:
             self._outstanding[event_id] = pending
         if self.journal is not None:
-            self.store.set_matched(event_id, fired, done=pending == 0)
+            self.journal.set_matched(event_id, fired, done=pending == 0)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -645,13 +654,15 @@ class Engine:
                 )
             if self.journal is None:
                 return
-            self.store.set_outcome(event_id, automation, index, "failed" if error else "succeeded")
+            self.journal.set_outcome(
+                event_id, automation, index, "failed" if error else "succeeded"
+            )
             left = self._outstanding.get(event_id, 1) - 1
             if left > 0:
                 self._outstanding[event_id] = left
             else:
                 self._outstanding.pop(event_id, None)
-                self.store.set_done(event_id)
+                self.journal.set_done(event_id)
         except sqlite3.Error as exc:
             log.error(
                 "cannot record the outcome of %s #%d for event %s: %s",

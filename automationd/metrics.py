@@ -81,6 +81,14 @@ class Metrics:
             "When the rules were last loaded successfully (Unix time).",
             registry=r,
         )
+        self.journal_commits = Counter(
+            "automationd_journal_commits",
+            "Journal commits (each one fsync), each covering one or more requests.",
+            registry=r,
+        )
+        self.journal_events = Counter(
+            "automationd_journal_events", "Events written to the journal.", registry=r
+        )
         self.queue_depth = Gauge(
             "automationd_queue_depth", "Events accepted but not yet matched.", registry=r
         )

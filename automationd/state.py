@@ -168,24 +168,6 @@ class StateStore:
 
     # --- progress of journaled events (the journal itself writes through its own connection)
 
-    def set_matched(self, event_id: str, automations: list[str], *, done: bool) -> None:
-        """Record which automations an event fired (and, when none has actions, that it is done)."""
-        self.db.execute(
-            "UPDATE events SET matched = ?, done = ? WHERE id = ?",
-            (json.dumps(automations), int(done), event_id),
-        )
-
-    def set_outcome(self, event_id: str, automation: str, index: int, outcome: str) -> None:
-        self.db.execute(
-            "INSERT INTO action_outcomes (event_id, automation, action_index, outcome) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (event_id, automation, action_index) "
-            "DO UPDATE SET outcome = excluded.outcome",
-            (event_id, automation, index, outcome),
-        )
-
-    def set_done(self, event_id: str) -> None:
-        self.db.execute("UPDATE events SET done = 1 WHERE id = ?", (event_id,))
-
     def unfinished(
         self,
     ) -> Iterator[tuple[dict[str, object], list[str] | None, set[tuple[str, int]]]]:

@@ -1,10 +1,13 @@
-"""Ingest throughput of the real daemon: events/s for single events and batches of 100.
+"""Ingest throughput and latency of the real daemon, journal on and off, in one run.
 
-Starts `python -m automationd run` on a throw-away rules file (10 automations, one of which
-matches 1 % of events and posts a webhook to a local receiver; audit trail on), then posts
-events from one client connection for a fixed time. Prints a table; changes nothing.
+Starts `python -m automationd run` on a throw-away rules file (10 automations over 10 event
+types; 1 % of events fire a webhook to a local receiver; audit trail on), pinned to CPU 0 when
+`taskset` exists, and drives it from this process (pinned to CPU 1) with concurrent
+keep-alive connections for a fixed time per round. Each scenario runs `--runs` rounds and
+prints the median with min-max: events/s, p99 request latency, and journal fsyncs/s (commits:
+each one fsync, shared by the requests that arrived while the previous one was on its way).
 
-    .venv/bin/python bench/ingest.py [--seconds 5]
+    .venv/bin/python bench/ingest.py [--seconds 5] [--runs 3] [--connections 32]
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import asyncio
 import json
 import os
 import re
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -24,8 +29,9 @@ from aiohttp import web
 
 RULES = """\
 version: 1
-server: {{listen: "127.0.0.1:0", max_body_bytes: 4194304}}
+server: {{listen: "127.0.0.1:0", max_body_bytes: 4194304, queue_size: 1000000}}
 audit: {{path: audit.jsonl}}
+state: {{url: "sqlite:///state.db", journal: {journal}}}
 automations:
 {automations}
   - name: failed-runs
@@ -45,89 +51,148 @@ OTHER = """\
 
 
 def event(n: int) -> dict[str, object]:
-    state = "Failed" if n % 100 == 0 else "Running"
     return {
         "type": "flow_run_state_change",
         "flow_name": "nightly-etl",
         "flow_run_name": f"run-{n}",
         "flow_run_id": f"id-{n}",
-        "state": state,
+        "state": "Failed" if n % 100 == 0 else "Running",
         "state_message": "",
     }
 
 
-async def post_for(session: aiohttp.ClientSession, url: str, batch: int, seconds: float) -> float:
-    sent, n = 0, 0
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        body = json.dumps([event(n + i) for i in range(batch)] if batch > 1 else event(n))
-        async with session.post(f"{url}/events", data=body) as response:
-            if response.status != 202:
-                raise RuntimeError(f"{response.status}: {await response.text()}")
-            await response.read()
-        n += batch
-        sent += batch
-    return sent / (time.perf_counter() - started)
+def pinned(cpu: int) -> list[str]:
+    return (
+        ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+    )
 
 
-async def main(seconds: float) -> None:
-    hooks = 0
+async def metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
+    async with session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+async def load(url: str, batch: int, seconds: float, connections: int) -> dict[str, float]:
+    latencies: list[float] = []
+    sent = 0
+    deadline = time.perf_counter() + seconds
+    counter = iter(range(10**12))
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal sent
+        while time.perf_counter() < deadline:
+            first = next(counter) * batch
+            body = json.dumps(
+                [event(first + i) for i in range(batch)] if batch > 1 else event(first)
+            )
+            started = time.perf_counter()
+            async with session.post(f"{url}/events", data=body) as response:
+                await response.read()
+                if response.status != 202:
+                    raise RuntimeError(f"{response.status}: {await response.text()}")
+            latencies.append(time.perf_counter() - started)
+            sent += batch
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        commits_before = await metric(session, url, "automationd_journal_commits_total")
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+        commits = await metric(session, url, "automationd_journal_commits_total") - commits_before
+    latencies.sort()
+    return {
+        "rate": sent / elapsed,
+        "p99": latencies[int(0.99 * (len(latencies) - 1))] * 1000,
+        "fsyncs": commits / elapsed,
+    }
+
+
+async def scenario(
+    journal: bool, batch: int, args: argparse.Namespace, receiver: str
+) -> list[dict[str, float]]:
+    rounds = []
+    for _ in range(args.runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            rules = Path(tmp) / "rules.yaml"
+            others = "".join(OTHER.format(i=i, url=receiver) for i in range(9))
+            rules.write_text(
+                RULES.format(automations=others, url=receiver, journal=str(journal).lower())
+            )
+            daemon = await asyncio.create_subprocess_exec(
+                *pinned(0),
+                sys.executable,
+                "-m",
+                "automationd",
+                "run",
+                "--config",
+                str(rules),
+                stderr=asyncio.subprocess.PIPE,
+            )
+            assert daemon.stderr is not None
+            url = ""
+            while not url:
+                line = (await asyncio.wait_for(daemon.stderr.readline(), 20)).decode()
+                if not line:
+                    raise RuntimeError("the daemon did not start")
+                if match := re.search(r"listening on (http://\S+)", line):
+                    url = match.group(1)
+            drain = asyncio.create_task(daemon.stderr.read())
+            try:
+                rounds.append(
+                    await load(url, batch, args.seconds, args.connections if batch == 1 else 4)
+                )
+            finally:
+                daemon.terminate()
+                await daemon.wait()
+                await drain
+    return rounds
+
+
+def summary(values: list[float], fmt: str) -> str:
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+async def main(args: argparse.Namespace) -> None:
+    if pinned(1):
+        os.sched_setaffinity(0, {1})
 
     async def hook(request: web.Request) -> web.Response:
-        nonlocal hooks
         await request.read()
-        hooks += 1
         return web.json_response({"ok": True})
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", hook)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    receiver_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    with tempfile.TemporaryDirectory() as tmp:
-        rules = Path(tmp) / "rules.yaml"
-        others = "".join(OTHER.format(i=i, url=receiver_url) for i in range(9))
-        rules.write_text(RULES.format(automations=others, url=receiver_url))
-        daemon = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "automationd",
-            "run",
-            "--config",
-            str(rules),
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ},
-        )
-        assert daemon.stderr is not None
-        url = ""
-        while not url:
-            line = (await asyncio.wait_for(daemon.stderr.readline(), 20)).decode()
-            if not line:
-                raise RuntimeError("the daemon did not start")
-            if match := re.search(r"listening on (http://\S+)", line):
-                url = match.group(1)
-        drain = asyncio.create_task(daemon.stderr.read())
-        try:
-            async with aiohttp.ClientSession() as session:
-                rows = []
-                for batch in (1, 100):
-                    rate = await post_for(session, url, batch, seconds)
-                    rows.append((batch, rate))
-        finally:
-            daemon.terminate()
-            await daemon.wait()
-            await drain
-        audit_lines = sum(1 for _ in (Path(tmp) / "audit.jsonl").open())
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    receiver = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    print(f"{args.runs} rounds of {args.seconds:g} s each; median (min-max)")
+    print(f"{'scenario':<34} {'events/s':>22} {'p99 ms':>18} {'fsyncs/s':>18}")
+    results = {}
+    for batch in (1, 100):
+        for journal in (True, False):
+            rounds = await scenario(journal, batch, args, receiver)
+            results[(batch, journal)] = statistics.median(r["rate"] for r in rounds)
+            connections = args.connections if batch == 1 else 4
+            kind = "single events" if batch == 1 else "batches of 100"
+            name = f"{kind} x{connections}, journal {'on' if journal else 'off'}"
+            rate = summary([r["rate"] for r in rounds], ",.0f")
+            p99 = summary([r["p99"] for r in rounds], ".1f")
+            fsyncs = summary([r["fsyncs"] for r in rounds], ",.0f")
+            print(f"{name:<34} {rate:>22} {p99:>18} {fsyncs:>18}")
+    for batch in (1, 100):
+        cost = 1 - results[(batch, True)] / results[(batch, False)]
+        kind = "single events" if batch == 1 else "batches of 100"
+        print(f"journal cost, {kind}: {cost:.0%} of the throughput")
     await runner.cleanup()
-    print(f"{'events per request':>20} {'events/s':>10}")
-    for batch, rate in rows:
-        print(f"{batch:>20} {rate:>10,.0f}")
-    print(f"webhooks received: {hooks}; audit lines written: {audit_lines}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
-    asyncio.run(main(parser.parse_args().seconds))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    asyncio.run(main(parser.parse_args()))

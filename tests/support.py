@@ -282,9 +282,13 @@ def free_port() -> int:
 
 
 def audit_records(path: Path) -> list[dict[str, object]]:
-    """Every record of an audit file, each line checked to be one whole JSON object."""
+    """Every record of an audit file, each line checked to be one whole JSON object.
+
+    A line the daemon is still writing (no newline yet) is left for the next read, as any
+    reader tailing the file must."""
     records = []
-    for line in path.read_text("utf-8").splitlines():
+    text = path.read_text("utf-8")
+    for line in text[: text.rfind("\n") + 1].splitlines():
         record = json.loads(line)
         assert isinstance(record, dict)
         records.append(record)

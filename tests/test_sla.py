@@ -113,6 +113,7 @@ class Harness:
         self.store.close()
 
     def audited(self, kind: str) -> list[dict[str, object]]:
+        self.audit.flush()
         return [r for r in audit_records(self.tmp_path / "audit.jsonl") if r["kind"] == kind]
 
 
