@@ -386,6 +386,26 @@ class _Checker:
             ),
         )
 
+    def _unique(self, path: DocPath, value: str, seen: dict[str, int], what: str) -> bool:
+        """Report `value` (at `path`) when an earlier entry had it; False then."""
+        if value in seen:
+            self.add(path, f"duplicate {what} '{value}' (first at line {seen[value]})")
+            return False
+        where = self.doc.position(path)
+        seen[value] = where.line if where else 0
+        return True
+
+    def _matchers(
+        self, path: DocPath, raw: object, types: list[EventType] | None
+    ) -> tuple[Matcher, ...]:
+        """`match:` entries, each attribute checked against the event types."""
+        matchers = []
+        for attribute, expected in (raw if isinstance(raw, dict) else {}).items():
+            self._check_attribute((*path, attribute), attribute, types, at_key=True)
+            values = tuple(expected) if isinstance(expected, list) else (expected,)
+            matchers.append(Matcher(tuple(attribute.split(".")), values))
+        return tuple(matchers)
+
     def _flow_slas(self, raw: object) -> tuple[FlowSla, ...]:
         slas: list[FlowSla] = []
         first: dict[str, int] = {}
@@ -395,20 +415,10 @@ class _Checker:
             if not isinstance(item, dict) or not self.clean(path):
                 continue
             sla_id = str(item["id"])
-            if sla_id in first:
-                self.add(
-                    (*path, "id"),
-                    f"duplicate flow SLA id '{sla_id}' (first at line {first[sla_id]})",
-                )
-            where = self.doc.position((*path, "id"))
-            first.setdefault(sla_id, where.line if where else 0)
-            matchers = []
-            for attribute, expected in (item.get("match") or {}).items():
-                self._check_attribute((*path, "match", attribute), attribute, flow_run, at_key=True)
-                values = tuple(expected) if isinstance(expected, list) else (expected,)
-                matchers.append(Matcher(tuple(attribute.split(".")), values))
+            self._unique((*path, "id"), sla_id, first, "flow SLA id")
+            matchers = self._matchers((*path, "match"), item.get("match"), flow_run)
             duration = self._seconds((*path, "duration"), item["duration"], 1.0)
-            slas.append(FlowSla(sla_id, str(item["kind"]), duration, tuple(matchers)))
+            slas.append(FlowSla(sla_id, str(item["kind"]), duration, matchers))
         return tuple(slas)
 
     def _agent_slas(self, raw: object) -> tuple[AgentSla, ...]:
@@ -419,13 +429,7 @@ class _Checker:
             if not isinstance(item, dict) or not self.clean(path):
                 continue
             config_id = str(item["agent_config_id"])
-            if config_id in first:
-                self.add(
-                    (*path, "agent_config_id"),
-                    f"duplicate agent SLA for '{config_id}' (first at line {first[config_id]})",
-                )
-            where = self.doc.position((*path, "agent_config_id"))
-            first.setdefault(config_id, where.line if where else 0)
+            self._unique((*path, "agent_config_id"), config_id, first, "agent SLA for")
             window = self._seconds((*path, "window"), item["window"], 1.0)
             slas.append(AgentSla(config_id, int(item["min_healthy"]), window))
         return tuple(slas)
@@ -620,16 +624,7 @@ class _Checker:
         for i, item in enumerate(raw):
             path: DocPath = ("automations", i)
             if isinstance(item, dict) and isinstance(item.get("name"), str):
-                name = item["name"]
-                where = self.doc.position((*path, "name"))
-                if name in names:
-                    self.add(
-                        (*path, "name"),
-                        f"duplicate automation name '{name}' (first at line {names[name]})",
-                    )
-                    ok = False
-                elif where is not None:
-                    names[name] = where.line
+                ok = self._unique((*path, "name"), item["name"], names, "automation name") and ok
             automation = self._automation(path, item, resolver) if isinstance(item, dict) else None
             if automation is None:
                 ok = False
@@ -646,13 +641,9 @@ class _Checker:
         types = None
         if on_raw is not None and self.clean((*path, "on")):
             types = self._event_types_of(path, on_raw, resolver)
-        matchers = []
-        match = raw.get("match")
-        if isinstance(match, dict) and self.clean((*path, "match")):
-            for attribute, expected in match.items():
-                self._check_attribute((*path, "match", attribute), attribute, types, at_key=True)
-                values = tuple(expected) if isinstance(expected, list) else (expected,)
-                matchers.append(Matcher(tuple(attribute.split(".")), values))
+        matchers: tuple[Matcher, ...] = ()
+        if self.clean((*path, "match")):
+            matchers = self._matchers((*path, "match"), raw.get("match"), types)
         condition = None
         when = raw.get("when")
         if isinstance(when, str) and self.clean((*path, "when")):
@@ -684,7 +675,7 @@ class _Checker:
         return Automation(
             name=raw["name"],
             on=(on_raw,) if isinstance(on_raw, str) else tuple(on_raw or ()),
-            match=tuple(matchers),
+            match=matchers,
             when=when,
             condition=condition,
             actions=tuple(actions),

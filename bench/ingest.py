@@ -17,15 +17,14 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from common import pinned, running_daemon
 
 RULES = """\
 version: 1
@@ -59,12 +58,6 @@ def event(n: int) -> dict[str, object]:
         "state": "Failed" if n % 100 == 0 else "Running",
         "state_message": "",
     }
-
-
-def pinned(cpu: int) -> list[str]:
-    return (
-        ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
-    )
 
 
 async def metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
@@ -121,33 +114,9 @@ async def scenario(
             rules.write_text(
                 RULES.format(automations=others, url=receiver, journal=str(journal).lower())
             )
-            daemon = await asyncio.create_subprocess_exec(
-                *pinned(0),
-                sys.executable,
-                "-m",
-                "automationd",
-                "run",
-                "--config",
-                str(rules),
-                stderr=asyncio.subprocess.PIPE,
-            )
-            assert daemon.stderr is not None
-            url = ""
-            while not url:
-                line = (await asyncio.wait_for(daemon.stderr.readline(), 20)).decode()
-                if not line:
-                    raise RuntimeError("the daemon did not start")
-                if match := re.search(r"listening on (http://\S+)", line):
-                    url = match.group(1)
-            drain = asyncio.create_task(daemon.stderr.read())
-            try:
-                rounds.append(
-                    await load(url, batch, args.seconds, args.connections if batch == 1 else 4)
-                )
-            finally:
-                daemon.terminate()
-                await daemon.wait()
-                await drain
+            async with running_daemon(rules, cpu=0) as url:
+                connections = args.connections if batch == 1 else 4
+                rounds.append(await load(url, batch, args.seconds, connections))
     return rounds
 
 

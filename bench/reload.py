@@ -13,15 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from common import running_daemon
 
 RULES = """\
 version: 1
@@ -51,45 +50,21 @@ async def main(rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rules = Path(tmp) / "rules.yaml"
         rules.write_text(RULES.format(url=receiver, n=0))
-        daemon = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "automationd",
-            "run",
-            "--config",
-            str(rules),
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert daemon.stderr is not None
-        url = ""
-        while not url:
-            line = (await asyncio.wait_for(daemon.stderr.readline(), 20)).decode()
-            if not line:
-                raise RuntimeError("the daemon did not start")
-            if match := re.search(r"listening on (http://\S+)", line):
-                url = match.group(1)
-        drain = asyncio.create_task(daemon.stderr.read())
-        try:
-            async with aiohttp.ClientSession() as session:
-                for n in range(1, rounds + 1):
-                    new = Path(tmp) / ".rules.yaml.new"
-                    new.write_text(RULES.format(url=receiver, n=n))
-                    renamed = time.time()
-                    os.replace(new, rules)
-                    path = f"/v{n}"
-                    async with asyncio.timeout(10):
-                        while path not in arrivals:
-                            sent = time.time()
-                            await session.post(
-                                f"{url}/events", json={"type": "probe", "sent": str(sent)}
-                            )
-                            await asyncio.sleep(0.01)
-                    latencies.append(min(arrivals[path]) - renamed)
-                    await asyncio.sleep(0.1)
-        finally:
-            daemon.terminate()
-            await daemon.wait()
-            await drain
+        async with running_daemon(rules) as url, aiohttp.ClientSession() as session:
+            for n in range(1, rounds + 1):
+                new = Path(tmp) / ".rules.yaml.new"
+                new.write_text(RULES.format(url=receiver, n=n))
+                renamed = time.time()
+                os.replace(new, rules)
+                path = f"/v{n}"
+                async with asyncio.timeout(10):
+                    while path not in arrivals:
+                        probe = {"type": "probe", "sent": str(time.time())}
+                        async with session.post(f"{url}/events", json=probe) as answer:
+                            await answer.read()
+                        await asyncio.sleep(0.01)
+                latencies.append(min(arrivals[path]) - renamed)
+                await asyncio.sleep(0.1)
     await runner.cleanup()
     ordered = sorted(latencies)
 
