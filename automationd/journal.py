@@ -103,10 +103,13 @@ class Journal:
     def _insert(
         db: sqlite3.Connection, rows: list[tuple[str, float, str]], window: float
     ) -> list[bool]:
-        """Insert one request's events; which were new. Multi-row statements keep the
-        journal thread's trips through the GIL few. rowcount counts the rows inserted (or
-        taken over after the window), not duplicates: when it falls short, undo and go row by
-        row to learn which ids were duplicates (rare)."""
+        """Insert events; which were new. Multi-row statements keep the journal thread's
+        trips through the GIL few. rowcount counts the rows inserted (or taken over after the
+        window), not duplicates: when it falls short, undo and go row by row to learn which
+        ids were duplicates (rare). Two copies of one id in `rows`: the second is the
+        duplicate."""
+        if not rows:
+            return []
         db.execute("SAVEPOINT request")
         written = 0
         for start in range(0, len(rows), CHUNK):
@@ -192,12 +195,16 @@ class Journal:
         db = self._db
         if db is None:
             raise sqlite3.OperationalError("the journal is closed")
-        results: list[list[bool]] = []
         window = self.dedup_window
         db.execute("BEGIN IMMEDIATE")
         try:
+            # every request's rows in as few statements as possible: each statement is a
+            # trip through the GIL, which the busy event loop makes slow to get back
+            fresh = self._insert(db, [row for rows, _ in batch for row in rows], window)
+            results: list[list[bool]] = []
             for rows, _ in batch:
-                results.append(self._insert(db, rows, window))
+                results.append(fresh[: len(rows)])
+                fresh = fresh[len(rows) :]
             for statement, values in notes:
                 db.execute(statement, values)
             for start in range(0, len(done or []), CHUNK):
