@@ -13,11 +13,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from automationd import __version__
-from automationd.config import Config, ConfigError, load_config
+from automationd.config import Config, ConfigError, load_config, schema
 from automationd.engine import Engine, utc_now
 from automationd.events import format_timestamp
 from automationd.server import create_app
@@ -57,9 +58,38 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
     )
     receive.add_argument("--status", type=int, default=200, help="status to answer (default 200)")
 
+    send = commands.add_parser(
+        "send", help="post an event to a running daemon: automationd send TYPE key=value ..."
+    )
+    send.add_argument("type", nargs="?", help="the event type (not with --file)")
+    send.add_argument(
+        "fields",
+        nargs="*",
+        metavar="key=value",
+        help="values parse as JSON when they can, else text",
+    )
+    send.add_argument("--file", type=Path, help="a JSON body (an event or an array); - for stdin")
+    send.add_argument(
+        "--url",
+        default=environ.get("AUTOMATIOND_URL", "http://127.0.0.1:8787"),
+        help="the daemon (default: $AUTOMATIOND_URL, else %(default)s)",
+    )
+    send.add_argument(
+        "--token",
+        default=environ.get("AUTOMATIOND_TOKEN"),
+        help="bearer token (default: $AUTOMATIOND_TOKEN)",
+    )
+
+    commands.add_parser("schema", help="print the JSON Schema of rules files")
+
     args = parser.parse_args(argv)
     if args.command == "check":
         return check_files(args.paths, environ)
+    if args.command == "schema":
+        print(json.dumps(schema(), indent=2))
+        return 0
+    if args.command == "send":
+        return send_event(args)
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(),
         format="%(levelname)s %(name)s: %(message)s",
@@ -98,6 +128,56 @@ def _host_port(text: str) -> tuple[str, int]:
     if not host or not port.isdigit() or int(port) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not host:port (e.g. 127.0.0.1:8788)")
     return host.strip("[]"), int(port)
+
+
+def send_event(args: argparse.Namespace) -> int:
+    """`automationd send`: build the event, POST it, print the answer; 0 on 202."""
+    if args.file is not None:
+        if args.type or args.fields:
+            print(
+                "automationd send: give either --file or TYPE key=value ..., not both",
+                file=sys.stderr,
+            )
+            return 2
+        text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text("utf-8")
+        body = text.encode()
+    else:
+        if not args.type:
+            print("automationd send: an event type is needed (or --file)", file=sys.stderr)
+            return 2
+        event: dict[str, object] = {"type": args.type}
+        for field in args.fields:
+            key, sep, raw = field.partition("=")
+            if not sep or not key:
+                print(f"automationd send: {field!r} is not key=value", file=sys.stderr)
+                return 2
+            try:
+                event[key] = json.loads(raw)
+            except ValueError:
+                event[key] = raw
+        body = json.dumps(event).encode()
+    return asyncio.run(_post(args.url.rstrip("/") + "/events", body, args.token))
+
+
+async def _post(url: str, body: bytes, token: str | None) -> int:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, data=body, headers=headers) as response,
+        ):
+            answer = await response.text()
+            status = response.status
+    except aiohttp.ClientError as exc:
+        print(f"automationd send: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    print(answer)
+    if status != 202:
+        print(f"automationd send: the daemon answered {status}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def check_files(paths: Sequence[Path], environ: Mapping[str, str]) -> int:

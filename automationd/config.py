@@ -120,6 +120,14 @@ class Matcher:
 
 
 @dataclass(frozen=True, slots=True)
+class Cooldown:
+    """After firing, an automation stays quiet for `seconds` for the same rendered `key`."""
+
+    seconds: float
+    key: Template
+
+
+@dataclass(frozen=True, slots=True)
 class Automation:
     """A hook: event types, matchers, an optional condition, and actions."""
 
@@ -132,6 +140,7 @@ class Automation:
     enabled: bool = True
     description: str = ""
     line: int = field(default=0, compare=False)
+    cooldown: Cooldown | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -655,12 +664,14 @@ class _Checker:
                 for name in sorted(_unknown_functions(condition.parsed)):
                     hint = _suggest(name, JMESPATH_FUNCTIONS)
                     self.add((*path, "when"), f"unknown JMESPath function '{name}'{hint}")
-        if "cooldown" in raw:
-            self.add(
-                (*path, "cooldown"),
-                "cooldowns are not available in this version of automationd yet",
-                at_key=True,
-            )
+        cooldown = None
+        spec = raw.get("cooldown")
+        if isinstance(spec, dict) and self.clean((*path, "cooldown")):
+            seconds = self._seconds((*path, "cooldown", "for"), spec["for"], 60.0)
+            key = self._template((*path, "cooldown", "key"), str(spec.get("key", "")))
+            if key is not None:
+                self._check_fields((*path, "cooldown", "key"), key, types)
+                cooldown = Cooldown(seconds, key)
         actions = []
         blocks = raw.get("actions")
         for j, block in enumerate(blocks if isinstance(blocks, list) else []):
@@ -682,6 +693,7 @@ class _Checker:
             enabled=bool(raw.get("enabled", True)),
             description=str(raw.get("description", "")),
             line=where.line if where else 0,
+            cooldown=cooldown,
         )
 
     def _event_types_of(

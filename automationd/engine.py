@@ -41,6 +41,8 @@ log = logging.getLogger("automationd.engine")
 
 STOP_GRACE_SECONDS = 30.0
 PRUNE_SECONDS = 600.0
+COOLDOWN = "cooldown\x1f"
+"""State flags holding when each automation's cooldown for a key ends."""
 DESTINATION_CONCURRENCY = 8
 """Attempts in flight per destination (a host, a service): a slow one cannot take them all."""
 
@@ -442,10 +444,12 @@ class Engine:
     async def _prune_periodically(self) -> None:
         """Forget finished events older than the retention (and the dedup window)."""
         state = self.config.state
-        while self.journal is not None:
+        while True:
             keep = max(state.retention, state.dedup_window)
+            now = self.clock().timestamp()
             try:
-                pruned = self.store.prune(self.clock().timestamp() - keep)
+                self.store.prune_flags(COOLDOWN, now)
+                pruned = self.store.prune(now - keep) if self.journal is not None else 0
             except sqlite3.Error as exc:
                 log.error("cannot prune the journal: %s", exc)
             else:
@@ -502,7 +506,7 @@ class Engine:
                     error=f"{verdict.reason}: {verdict.error}",
                 )
                 continue
-            if not verdict.fired:
+            if not verdict.fired or self._cooling_down(automation, event):
                 continue
             self.audit.write("automation.matched", event_id=event["id"], automation=automation.name)
             self.metrics.automations_matched.labels(automation.name).inc()
@@ -515,6 +519,32 @@ class Engine:
             self._outstanding[event_id] = pending
         if self.journal is not None:
             self.journal.set_matched(event_id, fired, done=pending == 0)
+
+    def _cooling_down(self, automation: Automation, event: dict[str, object]) -> bool:
+        """Whether a cooldown holds this firing back; if not, start the cooldown now.
+
+        Cooldowns live in the state store (a flag per automation and rendered key holding
+        when it ends), so they survive restarts."""
+        cooldown = automation.cooldown
+        if cooldown is None:
+            return False
+        key = cooldown.key.render(event)
+        name = f"{COOLDOWN}{automation.name}\x1f{key}"
+        now = self.clock().timestamp()
+        until = self.store.flag(name)
+        if until is not None and float(until) > now:
+            remaining = round(float(until) - now, 3)
+            self.audit.write(
+                "automation.suppressed",
+                event_id=event["id"],
+                automation=automation.name,
+                key=key,
+                remaining_s=remaining,
+            )
+            self.metrics.automations_suppressed.labels(automation.name).inc()
+            return True
+        self.store.set_flag(name, repr(now + cooldown.seconds))
+        return False
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -46,6 +46,12 @@ class Metrics:
             ["automation"],
             registry=r,
         )
+        self.automations_suppressed = Counter(
+            "automationd_automations_suppressed",
+            "Firings held back by a cooldown, by automation.",
+            ["automation"],
+            registry=r,
+        )
         self.actions = Counter(
             "automationd_actions",
             "Actions finished, by kind and outcome (succeeded, failed).",

@@ -286,6 +286,14 @@ class StateStore:
         )
         return {str(name): str(value) for name, value in rows}
 
+    def prune_flags(self, prefix: str, before: float) -> int:
+        """Forget flags under `prefix` whose value (a Unix time) is before `before`."""
+        cursor = self.db.execute(
+            "DELETE FROM flags WHERE name >= ? AND name < ? AND CAST(value AS REAL) < ?",
+            (prefix, prefix + "\U0010ffff", before),
+        )
+        return int(cursor.rowcount)
+
     def flag(self, name: str) -> str | None:
         row = self.db.execute("SELECT value FROM flags WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import sys
 from pathlib import Path
 
 from automationd.actions.registry import ALL_KINDS
@@ -76,6 +78,20 @@ async def test_the_curl_walkthrough_works_as_written(tmp_path: Path) -> None:
             assert shell.returncode == 0
             (event_id,) = json.loads(out)["accepted"]
             webhook = json.loads(await asyncio.wait_for(receive.stdout.readline(), 20))
+            # and its `automationd send` twin, as written, against this daemon
+            (send,) = [b for b in code_blocks("sh") if b.startswith(".venv/bin/automationd send")]
+            command = send.replace(".venv/bin/automationd", f"{sys.executable} -m automationd")
+            shell = await asyncio.create_subprocess_exec(
+                "bash",
+                "-c",
+                command,
+                stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, "AUTOMATIOND_URL": proc.url},
+            )
+            out, _ = await asyncio.wait_for(shell.communicate(), 20)
+            assert shell.returncode == 0
+            twin = json.loads(await asyncio.wait_for(receive.stdout.readline(), 20))
+            assert twin["body"] == {**webhook["body"], "event_id": json.loads(out)["accepted"][0]}
             assert await proc.stop() == 0
     finally:
         receive.terminate()
