@@ -20,7 +20,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from automationd import __version__
 from automationd.config import Config, ConfigError, load_config, schema
 from automationd.engine import Engine, utc_now
-from automationd.events import format_timestamp
+from automationd.events import EventError, format_timestamp, parse_json, split_batch
+from automationd.explain import as_text, explain
 from automationd.server import create_app
 from automationd.state import StateError
 from automationd.systemd import Notifier
@@ -82,6 +83,15 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
 
     commands.add_parser("schema", help="print the JSON Schema of rules files")
 
+    test = commands.add_parser(
+        "test", help="what the rules would do with an event (nothing is sent)"
+    )
+    test.add_argument("rules", type=Path, metavar="RULES")
+    test.add_argument(
+        "event", metavar="EVENT.json", help="a JSON event or array of them; - for stdin"
+    )
+    test.add_argument("--json", action="store_true", help="machine-readable output")
+
     args = parser.parse_args(argv)
     if args.command == "check":
         return check_files(args.paths, environ)
@@ -90,6 +100,8 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         return 0
     if args.command == "send":
         return send_event(args)
+    if args.command == "test":
+        return test_rules(args, environ)
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(),
         format="%(levelname)s %(name)s: %(message)s",
@@ -128,6 +140,34 @@ def _host_port(text: str) -> tuple[str, int]:
     if not host or not port.isdigit() or int(port) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not host:port (e.g. 127.0.0.1:8788)")
     return host.strip("[]"), int(port)
+
+
+def test_rules(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """`automationd test RULES EVENT.json`: explain every automation for each event."""
+    try:
+        config = load_config(args.rules, environ=environ)
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 1
+    try:
+        body = sys.stdin.buffer.read() if args.event == "-" else Path(args.event).read_bytes()
+    except OSError as exc:
+        print(f"automationd test: cannot read {args.event}: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        events, _ = split_batch(parse_json(body))
+        now = utc_now()
+        answers = [explain(config, raw, now) for raw in events]
+    except EventError as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        print(f"{args.event}: {exc.message}{where}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(answers, indent=2, ensure_ascii=False))
+    else:
+        print("\n\n".join(as_text(answer) for answer in answers))
+    return 0
 
 
 def send_event(args: argparse.Namespace) -> int:

@@ -520,6 +520,17 @@ class Engine:
         if self.journal is not None:
             self.journal.set_matched(event_id, fired, done=pending == 0)
 
+    def cooldown_left(
+        self, automation: Automation, event: dict[str, object]
+    ) -> tuple[str, float] | None:
+        """The rendered key and seconds left when a cooldown holds this automation back."""
+        if automation.cooldown is None:
+            return None
+        key = automation.cooldown.key.render(event)
+        until = self.store.flag(f"{COOLDOWN}{automation.name}\x1f{key}")
+        left = float(until) - self.clock().timestamp() if until is not None else 0.0
+        return (key, round(left, 3)) if left > 0 else None
+
     def _cooling_down(self, automation: Automation, event: dict[str, object]) -> bool:
         """Whether a cooldown holds this firing back; if not, start the cooldown now.
 
@@ -528,12 +539,9 @@ class Engine:
         cooldown = automation.cooldown
         if cooldown is None:
             return False
-        key = cooldown.key.render(event)
-        name = f"{COOLDOWN}{automation.name}\x1f{key}"
-        now = self.clock().timestamp()
-        until = self.store.flag(name)
-        if until is not None and float(until) > now:
-            remaining = round(float(until) - now, 3)
+        held = self.cooldown_left(automation, event)
+        if held is not None:
+            key, remaining = held
             self.audit.write(
                 "automation.suppressed",
                 event_id=event["id"],
@@ -543,7 +551,9 @@ class Engine:
             )
             self.metrics.automations_suppressed.labels(automation.name).inc()
             return True
-        self.store.set_flag(name, repr(now + cooldown.seconds))
+        key = cooldown.key.render(event)
+        until = self.clock().timestamp() + cooldown.seconds
+        self.store.set_flag(f"{COOLDOWN}{automation.name}\x1f{key}", repr(until))
         return False
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:

@@ -101,6 +101,34 @@ OPENAPI: dict[str, object] = {
                 },
             }
         },
+        "/explain": {
+            "post": {
+                "summary": "What the live rules would do with an event; nothing is sent.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {"$ref": "#/components/schemas/Event"},
+                                    {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "items": {"$ref": "#/components/schemas/Event"},
+                                    },
+                                ]
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json("The event and a verdict per automation."),
+                    "400": _error("Malformed JSON or an event breaking the contract."),
+                    "401": UNAUTHORIZED,
+                    "413": _error("The body is too large."),
+                },
+            }
+        },
         "/healthz": {
             "get": {
                 "summary": "Liveness.",

@@ -15,6 +15,7 @@ from aiohttp import web
 from automationd import __version__
 from automationd.engine import Busy, Engine
 from automationd.events import EventError, parse_json, split_batch
+from automationd.explain import explain
 from automationd.journal import JournalError
 from automationd.metrics import CONTENT_TYPE
 from automationd.openapi import OPENAPI
@@ -85,6 +86,7 @@ def create_app(engine: Engine) -> web.Application:
     app.router.add_get("/dead-letters", get_dead_letters)
     app.router.add_post("/dead-letters/{id}/retry", post_dead_letter_retry)
     app.router.add_get("/openapi.json", get_openapi)
+    app.router.add_post("/explain", post_explain)
     app.cleanup_ctx.append(engine_lifecycle)
     return app
 
@@ -227,3 +229,17 @@ async def post_dead_letter_retry(request: web.Request) -> web.Response:
 async def get_openapi(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 description of this API."""
     return web.json_response(OPENAPI)
+
+
+async def post_explain(request: web.Request) -> web.Response:
+    """What the live rules would do with one event (or each of a batch), without acting."""
+    engine = request.app[ENGINE]
+    try:
+        events, batch = split_batch(parse_json(await request.read()))
+        now = engine.clock()
+        answers = [explain(engine.config, raw, now, engine.cooldown_left) for raw in events]
+    except EventError as exc:
+        return error(400, exc.message, exc.field)
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, "the body is too large", None)
+    return web.json_response(answers if batch else answers[0])

@@ -147,6 +147,10 @@ class ActionSpec(Protocol):
         """Who receives it (a host, a service): concurrency is bounded per destination."""
         ...
 
+    def preview(self, ctx: ActionContext) -> dict[str, object]:
+        """What `run` would send for the event of `ctx`, secrets masked; sends nothing."""
+        ...
+
     async def run(self, ctx: ActionContext) -> ActionResult:
         """Make one attempt; raise ActionError on an expected failure."""
         ...

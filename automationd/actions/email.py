@@ -53,6 +53,18 @@ class EmailAction:
         message.set_content(self.body.render(ctx.event))
         return message
 
+    def preview(self, ctx: ActionContext) -> dict[str, object]:
+        smtp = ctx.services.smtp
+        sender = smtp.sender if smtp else ""
+        message = self.message(ctx, sender)
+        return {
+            "smtp": f"{smtp.host}:{smtp.port}" if smtp else None,
+            "from": sender,
+            "to": list(self.to_emails),
+            "subject": message["Subject"],
+            "body": self.body.render(ctx.event),
+        }
+
     async def run(self, ctx: ActionContext) -> ActionResult:
         smtp = ctx.services.smtp
         if smtp is None:  # config refuses email actions without an smtp: block

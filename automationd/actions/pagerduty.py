@@ -55,6 +55,10 @@ class PagerDutyAction:
             "payload": payload,
         }
 
+    def preview(self, ctx: ActionContext) -> dict[str, object]:
+        url = ctx.services.endpoints.pagerduty.rstrip("/") + "/v2/enqueue"
+        return {"method": "POST", "url": url, "json": self.body(ctx)}
+
     async def run(self, ctx: ActionContext) -> ActionResult:
         url = ctx.services.endpoints.pagerduty.rstrip("/") + "/v2/enqueue"
         return await send(ctx.services.http, url, name="PagerDuty", json_body=self.body(ctx))

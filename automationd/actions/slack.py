@@ -32,6 +32,10 @@ class SlackAction:
     def destination(self) -> str:
         return f"slack:{self.webhook_url_secret}"
 
+    def preview(self, ctx: ActionContext) -> dict[str, object]:
+        url = f"******** (secret '{self.webhook_url_secret}')"
+        return {"method": "POST", "url": url, "json": {"text": self.message.render(ctx.event)}}
+
     async def run(self, ctx: ActionContext) -> ActionResult:
         result = await send(
             ctx.services.http,

@@ -65,6 +65,11 @@ class TeamsAction:
     def destination(self) -> str:
         return f"teams:{self.webhook_url_secret}"
 
+    def preview(self, ctx: ActionContext) -> dict[str, object]:
+        card = adaptive_card(self.title.render(ctx.event), self.message.render(ctx.event))
+        url = f"******** (secret '{self.webhook_url_secret}')"
+        return {"method": "POST", "url": url, "json": card}
+
     async def run(self, ctx: ActionContext) -> ActionResult:
         card = adaptive_card(self.title.render(ctx.event), self.message.render(ctx.event))
         return await send(

@@ -38,9 +38,24 @@ class TwilioAction:
     def destination(self) -> str:
         return "twilio"
 
-    async def run(self, ctx: ActionContext) -> ActionResult:
+    def _url(self, ctx: ActionContext) -> str:
         base = ctx.services.endpoints.twilio.rstrip("/")
-        url = f"{base}/2010-04-01/Accounts/{quote(self.account_sid, safe='')}/Messages.json"
+        return f"{base}/2010-04-01/Accounts/{quote(self.account_sid, safe='')}/Messages.json"
+
+    def preview(self, ctx: ActionContext) -> dict[str, object]:
+        body = shorten(self.message.render(ctx.event), BODY_LIMIT)
+        return {
+            "method": "POST",
+            "url": self._url(ctx),
+            "auth": f"{self.account_sid}:******** (secret '{self.auth_token_secret}')",
+            "forms": [
+                {"To": n, "MessagingServiceSid": self.messaging_service_sid, "Body": body}
+                for n in self.phone_numbers
+            ],
+        }
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        url = self._url(ctx)
         auth = {"Authorization": basic_auth(self.account_sid, ctx.secret(self.auth_token_secret))}
         body = shorten(self.message.render(ctx.event), BODY_LIMIT)
         done = ctx.progress.setdefault("texted", [])

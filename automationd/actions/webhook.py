@@ -57,6 +57,11 @@ class WebhookAction:
         headers = {name.render(event): value.render(event) for name, value in self.headers}
         return body, headers
 
+    def preview(self, ctx: ActionContext) -> dict[str, object]:
+        body, headers = self.render(ctx.event)
+        headers = {"Idempotency-Key": ctx.idempotency_key, **headers}
+        return {"method": "POST", "url": url_for_log(self.url), "headers": headers, "json": body}
+
     async def run(self, ctx: ActionContext) -> ActionResult:
         body, headers = self.render(ctx.event)
         return await send(

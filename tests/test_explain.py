@@ -1,0 +1,156 @@
+"""`automationd test` and POST /explain: why each automation does or does not fire."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from tests.support import daemon, receiver
+
+SLACK_URL = "https://hooks.slack.com/services/T0/B0/secretSECRET"
+
+RULES = """\
+version: 1
+server: {listen: "127.0.0.1:0"}
+secrets: {slack: {env: SLACK_URL}, tw: {env: TW}}
+smtp: {host: 127.0.0.1, port: 2525, from: bot@example.com}
+endpoints: {pagerduty: "http://127.0.0.1:9/pd", twilio: "http://127.0.0.1:9/tw"}
+automations:
+  - {name: off, enabled: false, on: [flow_run_state_change], actions: [{webhook: {url: "http://127.0.0.1:9/a"}}]}
+  - {name: deploys, on: [deploy], actions: [{webhook: {url: "http://127.0.0.1:9/b"}}]}
+  - {name: crashed-only, on: [flow_run_state_change], match: {state: Crashed}, actions: [{webhook: {url: "http://127.0.0.1:9/c"}}]}
+  - {name: prod-only, on: [flow_run_state_change], when: "contains(tags, 'prod')", actions: [{webhook: {url: "http://127.0.0.1:9/d"}}]}
+  - {name: needs-number, on: [flow_run_state_change], when: "length(flow_name) > `100`", actions: [{webhook: {url: "http://127.0.0.1:9/e"}}]}
+  - name: everything
+    on: ["flow_*"]
+    cooldown: {for: 1h, key: "{flow_name}"}
+    actions:
+      - webhook: {url: "http://127.0.0.1:9/hook?token=abc", payload: {text: "{flow_name} {state}"}}
+      - slack: {webhook_url_secret: slack}
+      - teams: {webhook_url_secret: slack, title: "{flow_name}"}
+      - email: {to_emails: [ops@example.com], subject: "{state}: {flow_name}"}
+      - twilio: {account_sid: AC1, auth_token_secret: tw, messaging_service_sid: MG1, phone_numbers: ["+15550100"], message: "{state}"}
+      - pagerduty: {routing_key: R1, severity: critical}
+"""
+
+EVENT = {
+    "type": "flow_run_state_change",
+    "id": "e1",
+    "flow_name": "etl",
+    "state": "Failed",
+    "tags": ["dev"],
+}
+ENV = {"SLACK_URL": SLACK_URL, "TW": "twilioSECRET", "PATH": ""}
+
+
+def run_test(rules: Path, body: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "automationd", "test", str(rules), "-", *args],
+        input=body,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=ENV,
+    )
+
+
+def test_every_reason_and_every_rendered_action(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    result = run_test(rules, json.dumps(EVENT), "--json")
+    assert result.returncode == 0, result.stderr
+    (answer,) = json.loads(result.stdout)
+    verdicts = {v["automation"]: v for v in answer["automations"]}
+    assert verdicts["off"]["reason"] == "disabled (enabled: false)"
+    assert verdicts["deploys"]["reason"] == "type 'flow_run_state_change' is not in on: ['deploy']"
+    assert (
+        verdicts["crashed-only"]["reason"]
+        == "match state: expected one of ['Crashed'], saw 'Failed'"
+    )
+    assert verdicts["prod-only"]["reason"] == "condition \"contains(tags, 'prod')\" gave False"
+    assert verdicts["needs-number"]["reason"].startswith(
+        "condition 'length(flow_name) > `100`' gave False"
+    )
+    actions = verdicts["everything"]["actions"]
+    assert verdicts["everything"]["fires"] is True
+    assert [a["kind"] for a in actions] == [
+        "webhook",
+        "slack",
+        "teams",
+        "email",
+        "twilio",
+        "pagerduty",
+    ]
+    webhook, slack, teams, email, twilio, pagerduty = actions
+    assert webhook["url"] == "http://127.0.0.1:9/hook"  # the query (tokens live there) is left out
+    assert webhook["json"] == {"text": "etl Failed"}
+    assert slack["json"] == {"text": answer["event"]["message"]}
+    assert slack["url"] == "******** (secret 'slack')"
+    assert teams["json"]["attachments"][0]["content"]["body"][0]["text"] == "etl"
+    assert (email["to"], email["subject"], email["smtp"]) == (
+        ["ops@example.com"],
+        "Failed: etl",
+        "127.0.0.1:2525",
+    )
+    assert twilio["forms"] == [{"To": "+15550100", "MessagingServiceSid": "MG1", "Body": "Failed"}]
+    assert pagerduty["json"]["payload"]["severity"] == "critical"
+    assert "SECRET" not in result.stdout
+
+
+def test_readable_report_and_errors(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    result = run_test(rules, json.dumps([EVENT, {**EVENT, "id": "e2", "state": "Crashed"}]))
+    assert result.returncode == 0, result.stderr
+    assert "event e1 (flow_run_state_change)" in result.stdout
+    assert (
+        "  - crashed-only: no, match state: expected one of ['Crashed'], saw 'Failed'"
+        in result.stdout
+    )
+    assert "  + everything: FIRES" in result.stdout
+    assert "event e2 (flow_run_state_change)" in result.stdout
+    assert "  + crashed-only: FIRES" in result.stdout
+    assert "SECRET" not in result.stdout
+    bad = run_test(rules, '{"type": 5}')
+    assert bad.returncode == 1
+    assert "'type' must be a string" in bad.stderr
+    rules.write_text("version: 1\n")
+    assert run_test(rules, json.dumps(EVENT)).returncode == 1
+
+
+async def test_post_explain_uses_the_live_rules_and_acts_on_nothing(tmp_path: Path) -> None:
+    async with receiver() as recv:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            f"""\
+version: 1
+server: {{listen: "127.0.0.1:0"}}
+automations:
+  - name: page
+    on: [flow_run_state_change]
+    cooldown: {{for: 1h, key: "{{flow_name}}"}}
+    actions: [{{webhook: {{url: "{recv.url}/page"}}}}]
+"""
+        )
+        async with daemon(rules) as proc, aiohttp.ClientSession() as session:
+            async with session.post(f"{proc.url}/explain", json=EVENT) as response:
+                assert response.status == 200
+                answer = await response.json()
+            assert answer["automations"][0]["fires"] is True
+            status, _ = await proc.post(EVENT)
+            assert status == 202
+            await recv.wait_for(1)
+            async with session.post(f"{proc.url}/explain", json={**EVENT, "id": "e9"}) as response:
+                answer = await response.json()
+            (verdict,) = answer["automations"]
+            assert verdict["fires"] is False
+            assert verdict["reason"].startswith("cooldown: key 'etl' is held for")
+            async with session.post(f"{proc.url}/explain", data=b"{bad") as response:
+                assert response.status == 400
+            assert await proc.stop() == 0
+    assert len(recv.requests) == 1  # explaining sent nothing
