@@ -14,7 +14,13 @@ from aiohttp import web
 
 from automationd import __version__
 from automationd.engine import Busy, Engine
-from automationd.events import EventError, parse_json, split_batch
+from automationd.events import (
+    EventError,
+    cloudevent_from_headers,
+    from_cloudevent,
+    parse_json,
+    split_batch,
+)
 from automationd.explain import explain
 from automationd.journal import JournalError
 from automationd.metrics import CONTENT_TYPE
@@ -113,10 +119,11 @@ async def post_events(request: web.Request) -> web.Response:
         rejected.labels("too_large").inc()
         return too_large
     try:
-        events, batch = split_batch(parse_json(body))
+        events, batch = _events_of(request, body)
     except EventError as exc:
         rejected.labels("malformed_body").inc()
-        return error(400, exc.message, exc.field)
+        extra = {} if exc.index is None else {"index": exc.index}
+        return error(400, exc.message, exc.field, **extra)
     try:
         ingested = await engine.ingest(events, batch=batch)
     except EventError as exc:
@@ -136,6 +143,31 @@ async def post_events(request: web.Request) -> web.Response:
         answer["duplicates"] = ingested.duplicates
         answer["duplicate"] = len(ingested.duplicates) == len(ingested.ids)
     return web.json_response(answer, status=202)
+
+
+def _events_of(request: web.Request, body: bytes) -> tuple[list[object], bool]:
+    """The events of a request: plain JSON, or CloudEvents in structured, batched or binary
+    mode. Raises EventError naming what is wrong."""
+    content_type = request.content_type
+    if content_type == "application/cloudevents+json":
+        return [from_cloudevent(parse_json(body))], False
+    if content_type == "application/cloudevents-batch+json":
+        value = parse_json(body)
+        if not isinstance(value, list):
+            raise EventError("a CloudEvents batch must be a JSON array")
+        items, _ = split_batch(value)
+        events: list[object] = []
+        for i, item in enumerate(items):
+            try:
+                events.append(from_cloudevent(item))
+            except EventError as exc:
+                where = f"[{i}]" + (f".{exc.field}" if exc.field else "")
+                raise EventError(f"CloudEvent {i} of the batch: {exc.message}", where, i) from None
+        return events, True
+    if any(name.lower().startswith("ce-") for name in request.headers):
+        declared = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        return [cloudevent_from_headers(request.headers, body, declared)], False
+    return split_batch(parse_json(body))
 
 
 async def get_healthz(request: web.Request) -> web.Response:

@@ -1,0 +1,107 @@
+"""CloudEvents 1.0 from the official SDK, in structured, batched and binary mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+from cloudevents.v1.conversion import to_binary, to_dict, to_structured
+from cloudevents.v1.http import CloudEvent
+
+from tests.support import daemon, receiver
+
+
+def rules(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        f"""\
+version: 1
+server: {{listen: "127.0.0.1:0"}}
+event_types:
+  com.example.deploy: {{message: "Deployed {{app}} {{version}}", attributes: [app, version]}}
+automations:
+  - {{name: deploys, on: [com.example.deploy], actions: [{{webhook: {{url: "{url}/deploy"}}}}]}}
+"""
+    )
+    return path
+
+
+def deploy(event_id: str, version: str) -> CloudEvent:
+    attributes = {
+        "type": "com.example.deploy",
+        "source": "ci/pipeline",
+        "id": event_id,
+        "subject": "web",
+    }
+    return CloudEvent(attributes, {"app": "web", "version": version})
+
+
+async def post(url: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, object]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/events", headers=headers, data=body) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_all_three_modes_from_the_sdk(tmp_path: Path) -> None:
+    async with receiver() as recv, daemon(rules(tmp_path, recv.url)) as proc:
+        headers, body = to_structured(deploy("ce-1", "1.0"))
+        assert await post(proc.url, dict(headers), body) == (202, {"accepted": ["ce-1"]})
+        headers, body = to_binary(deploy("ce-2", "2.0"))
+        assert await post(proc.url, dict(headers), body) == (202, {"accepted": ["ce-2"]})
+        batch = json.dumps(
+            [to_dict(deploy("ce-3", "3.0")), to_dict(deploy("ce-4", "4.0"))], default=str
+        )
+        status, answer = await post(
+            proc.url, {"Content-Type": "application/cloudevents-batch+json"}, batch.encode()
+        )
+        assert (status, answer) == (202, {"accepted": ["ce-3", "ce-4"]})
+        headers, body = to_binary(deploy("ce-1", "1.0"))  # the same id again
+        status, answer = await post(proc.url, dict(headers), body)
+        assert answer["duplicate"] is True
+        got = await recv.wait_for(4)
+        assert await proc.stop() == 0
+    bodies = sorted((r.body for r in got), key=lambda b: str(b["id"]))  # type: ignore[index]
+    first = bodies[0]
+    assert isinstance(first, dict)
+    assert (first["type"], first["id"], first["source"], first["subject"]) == (
+        "com.example.deploy",
+        "ce-1",
+        "ci/pipeline",
+        "web",
+    )
+    assert (first["app"], first["version"], first["message"]) == ("web", "1.0", "Deployed web 1.0")
+    assert str(first["timestamp"]).endswith("Z")
+    assert [b["version"] for b in bodies] == ["1.0", "2.0", "3.0", "4.0"]  # type: ignore[index]
+
+
+async def test_cloudevents_that_cannot_be_accepted(tmp_path: Path) -> None:
+    async with receiver() as recv, daemon(rules(tmp_path, recv.url)) as proc:
+        headers, body = to_binary(deploy("x", "1"))
+        without_id = {k: v for k, v in dict(headers).items() if k.lower() != "ce-id"}
+        status, answer = await post(proc.url, without_id, body)
+        assert (status, answer["field"]) == (400, "ce-id")
+        structured = {"specversion": "1.0", "type": "t", "source": "s"}
+        status, answer = await post(
+            proc.url,
+            {"Content-Type": "application/cloudevents+json"},
+            json.dumps(structured).encode(),
+        )
+        assert (status, answer["field"]) == (400, "id")
+        status, answer = await post(
+            proc.url,
+            {"Content-Type": "application/cloudevents+json"},
+            json.dumps({**structured, "id": "1", "specversion": "0.3"}).encode(),
+        )
+        assert (status, answer["field"]) == (400, "specversion")
+        batch = [to_dict(deploy("ok", "1")), {"specversion": "1.0", "id": "2", "type": "t"}]
+        status, answer = await post(
+            proc.url,
+            {"Content-Type": "application/cloudevents-batch+json"},
+            json.dumps(batch, default=str).encode(),
+        )
+        assert (status, answer["field"], answer["index"]) == (400, "[1].source", 1)
+        assert await proc.stop() == 0
+    assert recv.requests == []
