@@ -109,6 +109,17 @@ class AuditLog:
         except (OSError, ValueError) as exc:
             log.error("cannot fsync the audit file %s: %s", self.path, exc)
 
+    def reopen(self) -> None:
+        """Close and open the file again: after logrotate moved it, records go to a new one."""
+        if self._file is None:
+            return
+        self.close()
+        try:
+            self.open()
+        except OSError as exc:
+            self.healthy = False
+            log.error("cannot reopen the audit file %s: %s", self.path, exc)
+
     def close(self) -> None:
         """Flush, sync and close."""
         if self._file is None:

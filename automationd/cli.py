@@ -17,8 +17,9 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from automationd import __version__
+from automationd import __version__, trail, yamldoc
 from automationd.config import Config, ConfigError, load_config, schema
+from automationd.durations import parse_duration
 from automationd.engine import Engine, utc_now
 from automationd.events import EventError, format_timestamp, parse_json, split_batch
 from automationd.explain import as_text, explain
@@ -83,6 +84,22 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
 
     commands.add_parser("schema", help="print the JSON Schema of rules files")
 
+    audit = commands.add_parser("audit", help="search the audit trail, or follow it")
+    audit.add_argument(
+        "--config",
+        type=Path,
+        default=Path(environ.get("AUTOMATIOND_CONFIG", "rules.yaml")),
+        help="rules file naming the trail (default: $AUTOMATIOND_CONFIG, else ./rules.yaml)",
+    )
+    audit.add_argument("--file", type=Path, help="the trail itself, instead of --config")
+    audit.add_argument("--event", help="one event's whole story")
+    audit.add_argument("--automation", help="records of one automation")
+    audit.add_argument("--kind", help="a kind (action.failed) or a family (action)")
+    audit.add_argument("--since", help="only the last DURATION (e.g. 15m, 1h, 2d)")
+    audit.add_argument("--failed", action="store_true", help="failures only")
+    audit.add_argument("--follow", "-f", action="store_true", help="keep printing new records")
+    audit.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
+
     test = commands.add_parser(
         "test", help="what the rules would do with an event (nothing is sent)"
     )
@@ -102,6 +119,8 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         return send_event(args)
     if args.command == "test":
         return test_rules(args, environ)
+    if args.command == "audit":
+        return search_audit(args, environ)
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(),
         format="%(levelname)s %(name)s: %(message)s",
@@ -140,6 +159,54 @@ def _host_port(text: str) -> tuple[str, int]:
     if not host or not port.isdigit() or int(port) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not host:port (e.g. 127.0.0.1:8788)")
     return host.strip("[]"), int(port)
+
+
+def _trail_path(args: argparse.Namespace, environ: Mapping[str, str]) -> Path | None:
+    """The audit file: --file, else the one the rules name (read without their secrets)."""
+    if args.file is not None:
+        return Path(args.file)
+    try:
+        config = load_config(args.config, environ=environ)
+    except ConfigError:
+        try:
+            doc = yamldoc.load(args.config.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, yamldoc.YamlError) as exc:
+            print(f"automationd audit: cannot read {args.config}: {exc}", file=sys.stderr)
+            return None
+        audit = doc.data.get("audit") if isinstance(doc.data, dict) else None
+        name = audit.get("path", "audit.jsonl") if isinstance(audit, dict) else "audit.jsonl"
+        state = environ.get("STATE_DIRECTORY", "").split(":", 1)[0]
+        return (Path(state) if state else args.config.parent) / str(name)
+    return config.audit.path
+
+
+def search_audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """`automationd audit`: filter the trail (and its rotated files), print, maybe follow."""
+    path = _trail_path(args, environ)
+    if path is None:
+        return 1
+    try:
+        start = trail.since(parse_duration(args.since)) if args.since else None
+    except ValueError as exc:
+        print(f"automationd audit: --since: {exc}", file=sys.stderr)
+        return 2
+    keep = trail.Filter(args.event, args.automation, args.kind, start, args.failed)
+    show = (lambda r: json.dumps(r, ensure_ascii=False)) if args.json else trail.as_row
+    if not trail.trail_files(path) and not args.follow:
+        print(f"automationd audit: no audit trail at {path}", file=sys.stderr)
+        return 1
+    try:
+        for record in trail.read(path, keep):
+            print(show(record), flush=False)
+        sys.stdout.flush()
+        if args.follow:
+            for record in trail.follow(path, keep, stop=lambda: False):
+                print(show(record), flush=True)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # e.g. | head
+        return 0
+    return 0
 
 
 def test_rules(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

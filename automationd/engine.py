@@ -264,7 +264,10 @@ class Engine:
 
     async def reload(self, trigger: str, *, force: bool = True) -> ReloadOutcome:
         """Load the rules file again and swap it in whole, or keep the old rules and report
-        every problem. Without `force`, an unchanged file (same sha256) is left alone."""
+        every problem. Without `force`, an unchanged file (same sha256) is left alone.
+        A forced reload (SIGHUP, POST /reload) also reopens the audit file, for logrotate."""
+        if force:
+            self.audit.reopen()
         async with self._reload_lock:
             outcome = await self._reload(trigger, force)
             self.last_reload = outcome

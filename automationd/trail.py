@@ -1,0 +1,171 @@
+"""Reading the audit trail: `automationd audit` filters, tells one event's story, follows.
+
+Rotated files (`audit.jsonl.1`, `audit.jsonl.2`, ...; compressed ones are skipped) are read
+oldest first, then the live file; `--follow` keeps reading the live file and reopens it when
+logrotate moves it away (its inode changes) or truncates it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+from automationd.events import parse_timestamp
+
+FAILED_KINDS = frozenset(
+    {
+        "action.failed",
+        "action.dead_lettered",
+        "automation.error",
+        "config.rejected",
+        "event.duplicate",
+    }
+)
+"""What --failed shows (with failed attempts)."""
+
+Record = dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Which records to show."""
+
+    event: str | None = None
+    automation: str | None = None
+    kind: str | None = None
+    since: datetime | None = None
+    failed: bool = False
+
+    def __call__(self, record: Record) -> bool:
+        if self.event is not None and record.get("event_id") != self.event:
+            return False
+        if self.automation is not None and record.get("automation") != self.automation:
+            return False
+        kind = str(record.get("kind", ""))
+        if self.kind is not None and kind != self.kind and not kind.startswith(self.kind + "."):
+            return False
+        if (
+            self.failed
+            and kind not in FAILED_KINDS
+            and not (kind == "action.attempt" and record.get("ok") is False)
+        ):
+            return False
+        if self.since is not None:
+            stamp = record.get("time")
+            try:
+                return isinstance(stamp, str) and parse_timestamp(stamp) >= self.since
+            except ValueError:
+                return False
+        return True
+
+
+def trail_files(path: Path) -> list[Path]:
+    """The rotated files, oldest first, then the live one."""
+    rotated = []
+    for candidate in path.parent.glob(path.name + ".*"):
+        suffix = candidate.name[len(path.name) + 1 :]
+        if suffix.isdigit():
+            rotated.append((int(suffix), candidate))
+    return [p for _, p in sorted(rotated, reverse=True)] + ([path] if path.exists() else [])
+
+
+def _records(stream: TextIO) -> Iterator[Record]:
+    for line in stream:
+        if not line.endswith("\n"):
+            return  # still being written
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            yield record
+
+
+def read(path: Path, keep: Filter) -> Iterator[Record]:
+    """Every record of the trail (rotated files first) that the filter keeps."""
+    for file in trail_files(path):
+        with file.open(encoding="utf-8", errors="replace") as stream:
+            yield from (r for r in _records(stream) if keep(r))
+
+
+def follow(
+    path: Path, keep: Filter, *, stop: Callable[[], bool], poll: float = 0.2, from_end: bool = True
+) -> Iterator[Record]:
+    """New records of the live file as they come, across rotations and truncations."""
+    stream: TextIO | None = None
+    inode = 0
+    while not stop():
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            stat = None
+        moved = stat is None or stat.st_ino != inode
+        if stream is not None and (moved or (stat is not None and stat.st_size < stream.tell())):
+            yield from (r for r in _records(stream) if keep(r))  # what the old file still had
+            stream.close()
+            stream = None
+        if stream is None:
+            if stat is None:
+                time.sleep(poll)
+                continue
+            stream = path.open(encoding="utf-8", errors="replace")
+            inode = stat.st_ino
+            if from_end:
+                stream.seek(0, 2)
+                from_end = False
+        start = stream.tell()
+        line = stream.readline()
+        if not line.endswith("\n"):
+            stream.seek(start)  # nothing new, or a line still being written
+            time.sleep(poll)
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and keep(record):
+            yield record
+    if stream is not None:
+        stream.close()
+
+
+_DETAIL_KEYS = (
+    "status",
+    "attempt",
+    "attempts",
+    "error",
+    "reason",
+    "key",
+    "sla",
+    "sla_kind",
+    "trigger",
+    "problems",
+)
+
+
+def as_row(record: Record) -> str:
+    """One readable line: time, kind, event, automation/action, and the detail that matters."""
+    stamp = str(record.get("time", ""))[:23].replace("T", " ")
+    kind = str(record.get("kind", ""))
+    event = str(record.get("event_id") or "")
+    who = str(record.get("automation") or "")
+    if record.get("action") is not None:
+        who += f" #{record.get('action_index')} {record.get('action')}"
+    details = [f"{k}={record[k]}" for k in _DETAIL_KEYS if record.get(k) not in (None, "", [])]
+    if kind == "event.accepted":
+        inner = record.get("event")
+        if isinstance(inner, dict):
+            details.insert(0, f"type={inner.get('type')}")
+    text = "  ".join(details)
+    return re.sub(r"\s+", " ", f"{stamp}  {kind:<22} {event:<36} {who:<28} {text}").rstrip()
+
+
+def since(duration_seconds: float, now: datetime | None = None) -> datetime:
+    """The moment `duration_seconds` ago."""
+    return (now or datetime.now(UTC)) - timedelta(seconds=duration_seconds)
