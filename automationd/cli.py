@@ -108,6 +108,11 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         "event", metavar="EVENT.json", help="a JSON event or array of them; - for stdin"
     )
     test.add_argument("--json", action="store_true", help="machine-readable output")
+    test.add_argument(
+        "--send",
+        metavar="AUTOMATION",
+        help="also run this automation's actions for real, once, for the (first) event",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "check":
@@ -234,7 +239,25 @@ def test_rules(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         print(json.dumps(answers, indent=2, ensure_ascii=False))
     else:
         print("\n\n".join(as_text(answer) for answer in answers))
+    if args.send:
+        return asyncio.run(_send_test(config, args.send, answers[0]["event"], environ))
     return 0
+
+
+async def _send_test(config: Config, name: str, event: object, environ: Mapping[str, str]) -> int:
+    automation = next((a for a in config.automations if a.name == name), None)
+    if automation is None or not isinstance(event, dict):
+        print(f"automationd test: no automation named {name!r}", file=sys.stderr)
+        return 1
+    engine = Engine(config, environ=environ)
+    engine.audit.open()
+    try:
+        ok = await engine.send_test(automation, event)
+    finally:
+        engine.audit.close()
+    outcome = "every action succeeded" if ok else "an action failed"
+    print(f"sent {name}: {outcome} (see {config.audit.path})")
+    return 0 if ok else 1
 
 
 def send_event(args: argparse.Namespace) -> int:

@@ -181,7 +181,7 @@ class Engine:
         self.rng = random.Random()
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
 
@@ -248,8 +248,8 @@ class Engine:
         if self._tasks:
             remaining = max(0.0, deadline - time.monotonic())
             _, pending = await asyncio.wait(set(self._tasks), timeout=remaining)
-            for task in pending:
-                task.cancel()
+            for running in pending:
+                running.cancel()
             if pending:
                 log.error(
                     "stopping with %d actions still running; they were cancelled", len(pending)
@@ -559,7 +559,23 @@ class Engine:
         self.store.set_flag(f"{COOLDOWN}{automation.name}\x1f{key}", repr(until))
         return False
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    async def send_test(self, automation: Automation, event: dict[str, object]) -> bool:
+        """Run one automation's actions for `event` for real, once each (with their retries),
+        audited with `test: true`: the "test action" of `automationd test --send`. Needs only
+        the audit trail open; nothing is journaled or dead-lettered."""
+        async with aiohttp.ClientSession(
+            headers={"User-Agent": f"automationd/{__version__} (test)"}
+        ) as session:
+            self._http = session
+            self.audit.write("automation.tested", event_id=event["id"], automation=automation.name)
+            results = [
+                await self._run_action(automation, index, action, event, test=True)
+                for index, action in enumerate(automation.actions)
+            ]
+        self._http = None
+        return all(results)
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -578,7 +594,8 @@ class Engine:
         event: dict[str, object],
         *,
         letter: int | None = None,
-    ) -> None:
+        test: bool = False,
+    ) -> bool:
         """Run one action with its retry policy, auditing every attempt and the outcome once.
 
         Never raises: a failure is an audit record and a log line, with secrets redacted."""
@@ -589,12 +606,14 @@ class Engine:
         )
         ctx = ActionContext(event, automation.name, index, services)
         redact = rules.redact
-        common = {
+        common: dict[str, object] = {
             "event_id": event["id"],
             "automation": automation.name,
             "action": action.kind,
             "action_index": index,
         }
+        if test:
+            common["test"] = True
         policy = action.retry
         for attempt in range(1, policy.attempts + 1):
             started = time.monotonic()
@@ -622,8 +641,9 @@ class Engine:
                 self.audit.write("action.attempt", **common, attempt=attempt, ok=True, **outcome)
                 self.audit.write("action.succeeded", **common, attempts=attempt, **outcome)
                 self.metrics.actions.labels(action.kind, "succeeded").inc()
-                self._finished(event, automation.name, index, None, letter, action.kind)
-                return
+                if not test:
+                    self._finished(event, automation.name, index, None, letter, action.kind)
+                return True
             retry_in = None
             if error.retryable and attempt < policy.attempts:
                 retry_in = round(policy.delay(attempt, error.retry_after, self.rng), 3)
@@ -665,7 +685,9 @@ class Engine:
         )
         self.audit.write("action.failed", **common, attempts=attempt, **failure)
         self.metrics.actions.labels(action.kind, "failed").inc()
-        self._finished(event, automation.name, index, message, letter, action.kind)
+        if not test:
+            self._finished(event, automation.name, index, message, letter, action.kind)
+        return False
 
     def _finished(
         self,

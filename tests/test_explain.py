@@ -154,3 +154,62 @@ automations:
                 assert response.status == 400
             assert await proc.stop() == 0
     assert len(recv.requests) == 1  # explaining sent nothing
+
+
+async def test_send_fires_one_automation_for_real_audited_as_a_test(tmp_path: Path) -> None:
+    import asyncio
+
+    from tests.support import audit_records
+
+    async with receiver() as recv:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            f"""\
+version: 1
+retry: {{attempts: 1}}
+automations:
+  - name: hook
+    on: [flow_run_state_change]
+    match: {{state: Crashed}}
+    actions: [{{webhook: {{url: "{recv.url}/hook"}}}}, {{webhook: {{url: "{recv.url}/second"}}}}]
+"""
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "automationd",
+            "test",
+            str(rules),
+            "-",
+            "--send",
+            "hook",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(json.dumps(EVENT).encode()), 30)
+        assert process.returncode == 0, err
+        assert "sent hook: every action succeeded" in out.decode()
+        assert sorted(r.path for r in recv.requests) == ["/hook", "/second"]
+        recv.status["/second"] = 500
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "automationd",
+            "test",
+            str(rules),
+            "-",
+            "--send",
+            "hook",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(json.dumps(EVENT).encode()), 30)
+        assert process.returncode == 1
+        assert "an action failed" in out.decode()
+    records = audit_records(tmp_path / "audit.jsonl")
+    assert [r["kind"] for r in records if r["kind"] == "automation.tested"] == [
+        "automation.tested"
+    ] * 2
+    assert all(r.get("test") is True for r in records if str(r["kind"]).startswith("action."))
+    assert not any(r["kind"] == "action.dead_lettered" for r in records)  # a test leaves none
