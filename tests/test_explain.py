@@ -25,6 +25,7 @@ automations:
   - {name: crashed-only, on: [flow_run_state_change], match: {state: Crashed}, actions: [{webhook: {url: "http://127.0.0.1:9/c"}}]}
   - {name: prod-only, on: [flow_run_state_change], when: "contains(tags, 'prod')", actions: [{webhook: {url: "http://127.0.0.1:9/d"}}]}
   - {name: needs-number, on: [flow_run_state_change], when: "length(flow_name) > `100`", actions: [{webhook: {url: "http://127.0.0.1:9/e"}}]}
+  - {name: broken-condition, on: [flow_run_state_change], when: "length(retries) > `0`", actions: [{webhook: {url: "http://127.0.0.1:9/f"}}]}
   - name: everything
     on: ["flow_*"]
     cooldown: {for: 1h, key: "{flow_name}"}
