@@ -38,12 +38,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the daemon")
-    run.add_argument(
-        "--config",
-        type=Path,
-        default=Path(environ.get("AUTOMATIOND_CONFIG", "rules.yaml")),
-        help="rules file (default: $AUTOMATIOND_CONFIG, else ./rules.yaml)",
-    )
+    _config_option(run, environ, "rules file")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     check = commands.add_parser("check", help="validate rules files and report every problem")
@@ -85,12 +80,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
     commands.add_parser("schema", help="print the JSON Schema of rules files")
 
     audit = commands.add_parser("audit", help="search the audit trail, or follow it")
-    audit.add_argument(
-        "--config",
-        type=Path,
-        default=Path(environ.get("AUTOMATIOND_CONFIG", "rules.yaml")),
-        help="rules file naming the trail (default: $AUTOMATIOND_CONFIG, else ./rules.yaml)",
-    )
+    _config_option(audit, environ, "rules file naming the trail")
     audit.add_argument("--file", type=Path, help="the trail itself, instead of --config")
     audit.add_argument("--event", help="one event's whole story")
     audit.add_argument("--automation", help="records of one automation")
@@ -143,6 +133,15 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         log.error("not starting: %s has %d problem(s)", args.config, len(exc.problems))
         return 1
     return asyncio.run(serve(config, environ))
+
+
+def _config_option(parser: argparse.ArgumentParser, environ: Mapping[str, str], what: str) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(environ.get("AUTOMATIOND_CONFIG", "rules.yaml")),
+        help=f"{what} (default: $AUTOMATIOND_CONFIG, else ./rules.yaml)",
+    )
 
 
 def _one_line_for_malformed_requests(record: logging.LogRecord) -> bool:

@@ -29,6 +29,25 @@ def _json(description: str, schema: dict[str, object] | None = None) -> dict[str
     }
 
 
+EVENTS_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/Event"},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"$ref": "#/components/schemas/Event"},
+                    },
+                ]
+            }
+        }
+    },
+}
+"""One event or a batch: what POST /events and POST /explain take."""
+
 UNAUTHORIZED = _error("No valid bearer token (only when server.tokens_file is set).")
 
 OPENAPI: dict[str, object] = {
@@ -72,23 +91,7 @@ OPENAPI: dict[str, object] = {
         "/events": {
             "post": {
                 "summary": "Accept one event or a batch; 202 once they are durable.",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "oneOf": [
-                                    {"$ref": "#/components/schemas/Event"},
-                                    {
-                                        "type": "array",
-                                        "minItems": 1,
-                                        "items": {"$ref": "#/components/schemas/Event"},
-                                    },
-                                ]
-                            }
-                        }
-                    },
-                },
+                "requestBody": EVENTS_BODY,
                 "responses": {
                     "202": _json(
                         "Accepted (and journaled).", {"$ref": "#/components/schemas/Accepted"}
@@ -104,23 +107,7 @@ OPENAPI: dict[str, object] = {
         "/explain": {
             "post": {
                 "summary": "What the live rules would do with an event; nothing is sent.",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "oneOf": [
-                                    {"$ref": "#/components/schemas/Event"},
-                                    {
-                                        "type": "array",
-                                        "minItems": 1,
-                                        "items": {"$ref": "#/components/schemas/Event"},
-                                    },
-                                ]
-                            }
-                        }
-                    },
-                },
+                "requestBody": EVENTS_BODY,
                 "responses": {
                     "200": _json("The event and a verdict per automation."),
                     "400": _error("Malformed JSON or an event breaking the contract."),

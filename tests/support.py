@@ -272,6 +272,25 @@ async def daemon(config: Path, *, env: dict[str, str] | None = None) -> AsyncIte
             await drain
 
 
+async def run_cli(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """`python -m automationd ARGS` with `stdin`; exit status, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "automationd",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (for a destination that is down, for now)."""
     import socket

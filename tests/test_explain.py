@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support import daemon, receiver
+from tests.support import audit_records, daemon, receiver, run_cli
 
 SLACK_URL = "https://hooks.slack.com/services/T0/B0/secretSECRET"
 
@@ -158,9 +158,6 @@ automations:
 
 
 async def test_send_fires_one_automation_for_real_audited_as_a_test(tmp_path: Path) -> None:
-    import asyncio
-
-    from tests.support import audit_records
 
     async with receiver() as recv:
         rules = tmp_path / "rules.yaml"
@@ -175,39 +172,15 @@ automations:
     actions: [{{webhook: {{url: "{recv.url}/hook"}}}}, {{webhook: {{url: "{recv.url}/second"}}}}]
 """
         )
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "automationd",
-            "test",
-            str(rules),
-            "-",
-            "--send",
-            "hook",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(json.dumps(EVENT).encode()), 30)
-        assert process.returncode == 0, err
-        assert "sent hook: every action succeeded" in out.decode()
+        send = ("test", str(rules), "-", "--send", "hook")
+        code, out, err = await run_cli(*send, stdin=json.dumps(EVENT).encode())
+        assert code == 0, err
+        assert "sent hook: every action succeeded" in out
         assert sorted(r.path for r in recv.requests) == ["/hook", "/second"]
         recv.status["/second"] = 500
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "automationd",
-            "test",
-            str(rules),
-            "-",
-            "--send",
-            "hook",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        out, _ = await asyncio.wait_for(process.communicate(json.dumps(EVENT).encode()), 30)
-        assert process.returncode == 1
-        assert "an action failed" in out.decode()
+        code, out, _ = await run_cli(*send, stdin=json.dumps(EVENT).encode())
+        assert code == 1
+        assert "an action failed" in out
     records = audit_records(tmp_path / "audit.jsonl")
     assert [r["kind"] for r in records if r["kind"] == "automation.tested"] == [
         "automation.tested"

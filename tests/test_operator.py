@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
-from tests.support import audit_records, daemon, free_port, receiver
+from tests.support import audit_records, daemon, free_port, receiver, run_cli
 
 
 async def test_a_cooldown_holds_repeats_per_key_across_a_restart(tmp_path: Path) -> None:
@@ -42,24 +41,6 @@ automations:
     ]
     assert [r["key"] for r in suppressed] == ["f1", "f1", "f2"]
     assert all(3500 < float(str(r["remaining_s"])) <= 3600 for r in suppressed)
-
-
-async def run_cli(
-    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
-) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "automationd",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(process.communicate(stdin), 30)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_send_posts_typed_values_and_tokens(tmp_path: Path) -> None:
