@@ -200,7 +200,9 @@ def search_audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         print(f"automationd audit: no audit trail at {path}", file=sys.stderr)
         return 1
     try:
-        for record in trail.read(path, keep):
+        # when following, the live file is read by follow() itself, from its first byte: no
+        # record written between reading and following can slip through
+        for record in trail.read(path, keep, live=not args.follow):
             print(show(record), flush=False)
         sys.stdout.flush()
         if args.follow:

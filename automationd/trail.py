@@ -87,17 +87,21 @@ def _records(stream: TextIO) -> Iterator[Record]:
             yield record
 
 
-def read(path: Path, keep: Filter) -> Iterator[Record]:
-    """Every record of the trail (rotated files first) that the filter keeps."""
+def read(path: Path, keep: Filter, *, live: bool = True) -> Iterator[Record]:
+    """Every record of the trail (rotated files first; the live file too unless `live` is
+    false) that the filter keeps."""
     for file in trail_files(path):
+        if file == path and not live:
+            continue
         with file.open(encoding="utf-8", errors="replace") as stream:
             yield from (r for r in _records(stream) if keep(r))
 
 
 def follow(
-    path: Path, keep: Filter, *, stop: Callable[[], bool], poll: float = 0.2, from_end: bool = True
+    path: Path, keep: Filter, *, stop: Callable[[], bool], poll: float = 0.2, from_end: bool = False
 ) -> Iterator[Record]:
-    """New records of the live file as they come, across rotations and truncations."""
+    """The live file's records, then new ones as they come, across rotations and
+    truncations (`from_end`: only the new ones)."""
     stream: TextIO | None = None
     inode = 0
     while not stop():
