@@ -112,7 +112,8 @@ RESTART_ONLY = ("server", "audit", "state")
 
 
 def changes_between(old: Config, new: Config) -> dict[str, object]:
-    """Automations added, removed and changed, and other sections that changed."""
+    """Automations added, removed and changed, and other sections that changed (the
+    caller adds what needs a restart)."""
     before = {a.name: a for a in old.automations}
     after = {a.name: a for a in new.automations}
     sections = [
@@ -132,15 +133,6 @@ def changes_between(old: Config, new: Config) -> dict[str, object]:
             n for n in before.keys() & after.keys() if before[n] != after[n]
         ),
         "sections_changed": sections,
-        "restart_needed": [
-            n
-            for n in RESTART_ONLY
-            if getattr(old, n) != getattr(new, n)
-            and not (
-                n == "server"
-                and dataclasses.replace(old.server, tokens=new.server.tokens) == new.server
-            )
-        ],
     }
 
 
@@ -184,11 +176,6 @@ class Engine:
         self._tasks: set[asyncio.Task[object]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
-
-    @classmethod
-    def create(cls, config: Config, *, clock: Callable[[], datetime] = utc_now) -> Engine:
-        """An engine for `config`, writing the audit trail and state the config names."""
-        return cls(config, clock=clock)
 
     def _know_types(self) -> None:
         config = self.config
@@ -292,10 +279,11 @@ class Engine:
                 new = await asyncio.to_thread(parse_config, data, path, environ=self.environ)
             except ConfigError as exc:
                 return self._rejected(trigger, now, sha256, exc.lines())
-            changes = changes_between(old, new)
             # what only a restart can change stays as it is (but tokens are taken anew)
             kept = {name: getattr(old, name) for name in RESTART_ONLY}
             kept["server"] = dataclasses.replace(old.server, tokens=new.server.tokens)
+            changes = changes_between(old, new)
+            changes["restart_needed"] = [n for n, v in kept.items() if v != getattr(new, n)]
             new = dataclasses.replace(new, **kept)
             self.rules = Rules.of(new)  # the swap: events from here on meet the new rules
             self.sla.configure(new)
@@ -530,9 +518,12 @@ class Engine:
         if automation.cooldown is None:
             return None
         key = automation.cooldown.key.render(event)
-        until = self.store.flag(f"{COOLDOWN}{automation.name}\x1f{key}")
-        left = float(until) - self.clock().timestamp() if until is not None else 0.0
+        left = self._cooldown_until(automation, key) - self.clock().timestamp()
         return (key, round(left, 3)) if left > 0 else None
+
+    def _cooldown_until(self, automation: Automation, key: str) -> float:
+        until = self.store.flag(f"{COOLDOWN}{automation.name}\x1f{key}")
+        return float(until) if until is not None else 0.0
 
     def _cooling_down(self, automation: Automation, event: dict[str, object]) -> bool:
         """Whether a cooldown holds this firing back; if not, start the cooldown now.
@@ -542,21 +533,20 @@ class Engine:
         cooldown = automation.cooldown
         if cooldown is None:
             return False
-        held = self.cooldown_left(automation, event)
-        if held is not None:
-            key, remaining = held
+        key = cooldown.key.render(event)
+        now = self.clock().timestamp()
+        left = self._cooldown_until(automation, key) - now
+        if left > 0:
             self.audit.write(
                 "automation.suppressed",
                 event_id=event["id"],
                 automation=automation.name,
                 key=key,
-                remaining_s=remaining,
+                remaining_s=round(left, 3),
             )
             self.metrics.automations_suppressed.labels(automation.name).inc()
             return True
-        key = cooldown.key.render(event)
-        until = self.clock().timestamp() + cooldown.seconds
-        self.store.set_flag(f"{COOLDOWN}{automation.name}\x1f{key}", repr(until))
+        self.store.set_flag(f"{COOLDOWN}{automation.name}\x1f{key}", repr(now + cooldown.seconds))
         return False
 
     async def send_test(self, automation: Automation, event: dict[str, object]) -> bool:

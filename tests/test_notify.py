@@ -50,7 +50,7 @@ async def engine_for(
     async def no_wait(seconds: float) -> None:
         delays.append(seconds)
 
-    engine = Engine.create(config)
+    engine = Engine(config)
     engine.sleep = no_wait
     await engine.start()
     try:

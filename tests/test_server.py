@@ -39,7 +39,7 @@ automations:
       - webhook: {{url: "{recv.url}/broken"}}
 """
     config = parse_config(rules.encode(), tmp_path / "rules.yaml")
-    engine = Engine.create(config)
+    engine = Engine(config)
     async with TestClient(TestServer(create_app(engine))) as test_client:
         yield test_client
 
