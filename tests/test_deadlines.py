@@ -34,7 +34,7 @@ async def scheduled(path: Path) -> AsyncIterator[tuple[ScheduledDeadlines, Fired
         store.close()
 
 
-async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], within: float = 15.0) -> None:
     async with asyncio.timeout(within):
         while not condition():  # noqa: ASYNC110 - polling a plain list the scheduler fills
             await asyncio.sleep(0.01)

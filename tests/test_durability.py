@@ -233,7 +233,7 @@ async def test_dead_letters_are_listed_and_retried(tmp_path: Path) -> None:
             await proc.post({"type": "job_done", "id": "doomed"})
             await recv.wait_for(1)
             async with aiohttp.ClientSession() as session:
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(15):
                     while True:
                         async with session.get(f"{proc.url}/dead-letters") as response:
                             letters = (await response.json())["dead_letters"]
@@ -254,7 +254,7 @@ async def test_dead_letters_are_listed_and_retried(tmp_path: Path) -> None:
                 ) as response:
                     assert response.status == 202
                 await recv.wait_for(2)
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(15):
                     while letters:
                         async with session.get(f"{proc.url}/dead-letters") as response:
                             letters = (await response.json())["dead_letters"]

@@ -46,7 +46,7 @@ async def http(method: str, url: str) -> tuple[int, object, str]:
 
 
 async def audited(
-    path: Path, kind: str, count: int = 1, within: float = 5.0
+    path: Path, kind: str, count: int = 1, within: float = 15.0
 ) -> list[dict[str, object]]:
     """Wait until the audit trail has `count` records of `kind`; those records."""
     async with asyncio.timeout(within):
