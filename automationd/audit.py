@@ -35,7 +35,6 @@ class AuditLog:
         self._dirty = False
         self._buffer: list[str] = []
         self._flush_scheduled = False
-        self.write_errors = 0
         self.healthy = False
         """Whether the last write reached the file (GET /readyz)."""
 
@@ -88,7 +87,6 @@ class AuditLog:
             self.healthy = True
         except OSError as exc:
             self.healthy = False
-            self.write_errors += 1
             log.error("cannot write %d audit records to %s: %s", lines.count("\n"), self.path, exc)
 
     async def sync_periodically(self) -> None:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 MASK = "********"
 
@@ -88,8 +89,6 @@ class Redactor:
     """Replaces every secret value (and its URL-quoted form) in text with `********`."""
 
     def __init__(self, secrets: Iterable[Secret]) -> None:
-        from urllib.parse import quote
-
         values = {s.reveal() for s in secrets} | {quote(s.reveal(), safe="") for s in secrets}
         ordered = sorted((v for v in values if v), key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None

@@ -136,17 +136,6 @@ class StateStore:
     def delete_deadline(self, key: str) -> None:
         self.db.execute("DELETE FROM deadlines WHERE key = ?", (key,))
 
-    def delete_deadlines(self, keys: list[str]) -> None:
-        """Disarm many deadlines in one transaction."""
-        db = self.db
-        db.execute("BEGIN")
-        try:
-            db.executemany("DELETE FROM deadlines WHERE key = ?", [(k,) for k in keys])
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
     def deadline(self, key: str) -> tuple[float, dict[str, object]] | None:
         """The due time and payload of one deadline, if armed."""
         row = self.db.execute("SELECT due, payload FROM deadlines WHERE key = ?", (key,)).fetchone()
@@ -185,10 +174,6 @@ class StateStore:
                 )
             }
             yield json.loads(body), (None if matched is None else json.loads(matched)), finished
-
-    def event(self, event_id: str) -> dict[str, object] | None:
-        row = self.db.execute("SELECT body FROM events WHERE id = ?", (event_id,)).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
 
     def prune(self, before: float) -> int:
         """Forget finished events accepted before `before` (and their outcomes)."""

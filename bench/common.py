@@ -7,9 +7,11 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+from aiohttp import web
 
 
 def pinned(cpu: int) -> list[str]:
@@ -48,3 +50,19 @@ async def running_daemon(rules: Path, cpu: int | None = None) -> AsyncIterator[s
             daemon.terminate()
         await daemon.wait()
     await drain
+
+
+@asynccontextmanager
+async def running_receiver(
+    hook: Callable[[web.Request], Awaitable[web.Response]],
+) -> AsyncIterator[str]:
+    """An HTTP server on a free loopback port answering every POST with `hook`; its URL."""
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from common import pinned, running_daemon
+from common import pinned, running_daemon, running_receiver
 
 RULES = """\
 version: 1
@@ -132,31 +132,25 @@ async def main(args: argparse.Namespace) -> None:
         await request.read()
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    receiver = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    print(f"{args.runs} rounds of {args.seconds:g} s each; median (min-max)")
-    print(f"{'scenario':<34} {'events/s':>22} {'p99 ms':>18} {'fsyncs/s':>18}")
-    results = {}
-    for batch in (1, 100):
-        for journal in (True, False):
-            rounds = await scenario(journal, batch, args, receiver)
-            results[(batch, journal)] = statistics.median(r["rate"] for r in rounds)
-            connections = args.connections if batch == 1 else 4
+    async with running_receiver(hook) as receiver:
+        print(f"{args.runs} rounds of {args.seconds:g} s each; median (min-max)")
+        print(f"{'scenario':<34} {'events/s':>22} {'p99 ms':>18} {'fsyncs/s':>18}")
+        results = {}
+        for batch in (1, 100):
+            for journal in (True, False):
+                rounds = await scenario(journal, batch, args, receiver)
+                results[(batch, journal)] = statistics.median(r["rate"] for r in rounds)
+                connections = args.connections if batch == 1 else 4
+                kind = "single events" if batch == 1 else "batches of 100"
+                name = f"{kind} x{connections}, journal {'on' if journal else 'off'}"
+                rate = summary([r["rate"] for r in rounds], ",.0f")
+                p99 = summary([r["p99"] for r in rounds], ".1f")
+                fsyncs = summary([r["fsyncs"] for r in rounds], ",.0f")
+                print(f"{name:<34} {rate:>22} {p99:>18} {fsyncs:>18}")
+        for batch in (1, 100):
+            cost = 1 - results[(batch, True)] / results[(batch, False)]
             kind = "single events" if batch == 1 else "batches of 100"
-            name = f"{kind} x{connections}, journal {'on' if journal else 'off'}"
-            rate = summary([r["rate"] for r in rounds], ",.0f")
-            p99 = summary([r["p99"] for r in rounds], ".1f")
-            fsyncs = summary([r["fsyncs"] for r in rounds], ",.0f")
-            print(f"{name:<34} {rate:>22} {p99:>18} {fsyncs:>18}")
-    for batch in (1, 100):
-        cost = 1 - results[(batch, True)] / results[(batch, False)]
-        kind = "single events" if batch == 1 else "batches of 100"
-        print(f"journal cost, {kind}: {cost:.0%} of the throughput")
-    await runner.cleanup()
+            print(f"journal cost, {kind}: {cost:.0%} of the throughput")
 
 
 if __name__ == "__main__":

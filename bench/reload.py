@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from common import running_daemon
+from common import running_daemon, running_receiver
 
 RULES = """\
 version: 1
@@ -40,32 +40,26 @@ async def main(rounds: int) -> None:
         arrivals.setdefault(request.path, []).append(float(body["sent"]))
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    receiver = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    latencies: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        rules = Path(tmp) / "rules.yaml"
-        rules.write_text(RULES.format(url=receiver, n=0))
-        async with running_daemon(rules) as url, aiohttp.ClientSession() as session:
-            for n in range(1, rounds + 1):
-                new = Path(tmp) / ".rules.yaml.new"
-                new.write_text(RULES.format(url=receiver, n=n))
-                renamed = time.time()
-                os.replace(new, rules)
-                path = f"/v{n}"
-                async with asyncio.timeout(10):
-                    while path not in arrivals:
-                        probe = {"type": "probe", "sent": str(time.time())}
-                        async with session.post(f"{url}/events", json=probe) as answer:
-                            await answer.read()
-                        await asyncio.sleep(0.01)
-                latencies.append(min(arrivals[path]) - renamed)
-                await asyncio.sleep(0.1)
-    await runner.cleanup()
+    async with running_receiver(hook) as receiver:
+        latencies: list[float] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            rules = Path(tmp) / "rules.yaml"
+            rules.write_text(RULES.format(url=receiver, n=0))
+            async with running_daemon(rules) as url, aiohttp.ClientSession() as session:
+                for n in range(1, rounds + 1):
+                    new = Path(tmp) / ".rules.yaml.new"
+                    new.write_text(RULES.format(url=receiver, n=n))
+                    renamed = time.time()
+                    os.replace(new, rules)
+                    path = f"/v{n}"
+                    async with asyncio.timeout(10):
+                        while path not in arrivals:
+                            probe = {"type": "probe", "sent": str(time.time())}
+                            async with session.post(f"{url}/events", json=probe) as answer:
+                                await answer.read()
+                            await asyncio.sleep(0.01)
+                    latencies.append(min(arrivals[path]) - renamed)
+                    await asyncio.sleep(0.1)
     ordered = sorted(latencies)
 
     def pct(p: float) -> float:
