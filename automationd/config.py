@@ -33,11 +33,13 @@ from automationd.actions import (
     Action,
     ActionSpec,
     Endpoints,
+    PrefectSettings,
     RetryPolicy,
     SmtpSettings,
     SpecProblems,
+    orchestrator,
 )
-from automationd.actions.registry import ALL_KINDS, PARSERS
+from automationd.actions.registry import PARSERS
 from automationd.durations import parse_duration
 from automationd.events import (
     ANY,
@@ -56,11 +58,6 @@ DocPath = yamldoc.Path
 DEFAULT_LISTEN = "127.0.0.1:8787"
 DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_QUEUE_SIZE = 10_000
-
-NOT_YET = {
-    ("prefect",): "the Prefect integration",
-}
-"""Parts of the rules format this build does not carry out yet: an error, never ignored."""
 
 
 class ConfigError(Exception):
@@ -179,6 +176,7 @@ class Config:
     state: StateConfig = field(default_factory=lambda: StateConfig(Path("state.db")))
     flow_slas: tuple[FlowSla, ...] = ()
     agent_slas: tuple[AgentSla, ...] = ()
+    prefect: PrefectSettings | None = None
 
     def resolver(self) -> EventTypeResolver:
         """Type name -> EventType for this file's declared types."""
@@ -279,6 +277,7 @@ class _Checker:
         self.secret_names: set[str] = set()
         self.retry = RetryPolicy()
         self.has_smtp = False
+        self.has_prefect = False
         self.source = Path()
 
     def add(self, path: DocPath, message: str, *, at_key: bool = False) -> None:
@@ -336,23 +335,17 @@ class _Checker:
         data = self.doc.data
         if not isinstance(data, dict):
             return None
-        for path, feature in NOT_YET.items():
-            if self._get(path) is not None:
-                self.add(
-                    path,
-                    f"not available in this version of automationd yet: {feature}",
-                    at_key=True,
-                )
         state_directory = self.environ.get("STATE_DIRECTORY", "").split(":", 1)[0]
         server = self._server(data.get("server") or {})
         audit = self._audit(data.get("audit") or {}, source, state_directory or None)
         secrets = self._secrets(data.get("secrets"))
         smtp = self._smtp(data.get("smtp"))
+        prefect = self._prefect(data.get("prefect"))
         endpoints = self._endpoints(data.get("endpoints"))
         retry = self._retry(("retry",), data.get("retry"), RetryPolicy()) or RetryPolicy()
         event_types = self._event_types(data.get("event_types") or {})
         resolver = EventTypeResolver(event_types)
-        self.retry, self.has_smtp = retry, smtp is not None
+        self.retry, self.has_smtp, self.has_prefect = retry, smtp is not None, prefect is not None
         automations = self._automations(data.get("automations"), resolver)
         base = Path(state_directory) if state_directory else source.parent
         state = self._state(data.get("state"), base)
@@ -374,6 +367,7 @@ class _Checker:
             state or StateConfig(base / "state.db"),
             flow_slas,
             agent_slas,
+            prefect,
         )
 
     def _state(self, raw: object, base: Path) -> StateConfig | None:
@@ -495,6 +489,19 @@ class _Checker:
             timeout=self._seconds(("smtp", "timeout"), raw.get("timeout"), 10.0),
         )
 
+    def _prefect(self, raw: object) -> PrefectSettings | None:
+        if not isinstance(raw, dict) or not self.clean(("prefect",)):
+            return None
+        key = raw.get("api_key_secret")
+        self._secret_ref(("prefect", "api_key_secret"), key)
+        ui_url = raw.get("ui_url")
+        return PrefectSettings(
+            str(raw["api_url"]).rstrip("/"),
+            api_key_secret=str(key) if key is not None else None,
+            ui_url=str(ui_url).rstrip("/") if ui_url is not None else None,
+            subscribe=bool(raw.get("subscribe", False)),
+        )
+
     def _endpoints(self, raw: object) -> Endpoints:
         if not isinstance(raw, dict) or not self.clean(("endpoints",)):
             return Endpoints()
@@ -518,14 +525,6 @@ class _Checker:
         if policy.max < policy.initial:
             self.add((*path, "max"), "must not be shorter than initial")
         return policy
-
-    def _get(self, path: DocPath) -> object:
-        node: object = self.doc.data
-        for part in path:
-            if not isinstance(node, dict) or part not in node:
-                return None
-            node = node[part]
-        return node
 
     def _server(self, raw: dict[str, Any]) -> ServerConfig | None:
         if not self.clean(("server",)):
@@ -744,15 +743,8 @@ class _Checker:
     ) -> Action | None:
         ((kind, options),) = block.items()
         options = options if isinstance(options, dict) else {}
-        if kind not in ALL_KINDS:
-            return None  # the schema reported it
         if kind not in PARSERS:
-            self.add(
-                (*path, kind),
-                f"the {kind} action is not available in this version of automationd yet",
-                at_key=True,
-            )
-            return None
+            return None  # the schema reported it
         for key, value in options.items():
             if key.endswith("_secret"):
                 self._secret_ref((*path, kind, key), value)
@@ -764,6 +756,8 @@ class _Checker:
             return None
         if kind == "email" and not self.has_smtp:
             self.add((*path, kind), "email actions need an smtp: block (host, from)", at_key=True)
+        if kind in orchestrator.NEEDS:
+            self._check_orchestrator((*path, kind), kind, options, types)
         spec: ActionSpec | None = None
         try:
             spec = PARSERS[kind](options)
@@ -778,6 +772,25 @@ class _Checker:
         if spec is None or retry is None:
             return None
         return Action(spec, timeout, retry)
+
+    def _check_orchestrator(
+        self, path: DocPath, kind: str, options: dict[str, Any], types: list[EventType] | None
+    ) -> None:
+        """An orchestrator action needs the prefect: block and an id its events can carry."""
+        if not self.has_prefect:
+            self.add(path, f"{kind} actions need a prefect: block (api_url)", at_key=True)
+        for attribute in orchestrator.NEEDS[kind]:
+            if attribute in options:
+                continue  # the action names its own (flow_group_id)
+            for event_type in types or ():
+                if not event_type.provides(attribute):
+                    message = (
+                        f"{kind} acts on the event's {attribute}, which {event_type.type} "
+                        "events never carry"
+                    )
+                    if attribute == "flow_group_id":
+                        message += " (or name the deployment: flow_group_id: ...)"
+                    self.add(path, message, at_key=True)
 
 
 def _is_loopback(host: str) -> bool:

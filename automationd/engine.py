@@ -591,8 +591,9 @@ class Engine:
         Never raises: a failure is an audit record and a log line, with secrets redacted."""
         rules = self.rules  # in-flight actions finish under the rules they started with
         assert self._http is not None
+        config = rules.config
         services = Services(
-            self._http, rules.config.secrets, rules.config.endpoints, rules.config.smtp
+            self._http, config.secrets, config.endpoints, config.smtp, config.prefect
         )
         ctx = ActionContext(event, automation.name, index, services)
         redact = rules.redact

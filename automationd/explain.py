@@ -32,7 +32,11 @@ def explain(
     event_type = str(event["type"])
     # preview never sends: the HTTP client is not needed, only secrets' names and settings
     services = Services(
-        cast(aiohttp.ClientSession, None), config.secrets, config.endpoints, config.smtp
+        cast(aiohttp.ClientSession, None),
+        config.secrets,
+        config.endpoints,
+        config.smtp,
+        config.prefect,
     )
     verdicts: list[dict[str, object]] = []
     for automation in config.automations:

@@ -220,9 +220,10 @@ def test_declared_custom_types_are_checked_and_undeclared_accept_anything() -> N
         ("version: 1\nautomations: []\nserver: {listen: '0.0.0.0:8787'}\n", "not a loopback"),
         ("version: 1\nautomations: []\naudit: {fsync: sometimes}\n", "is not one of"),
         (
-            "version: 1\nautomations: []\nprefect: {api_url: 'http://h/api'}\n",
-            "not available in this version of automationd yet: the Prefect integration",
+            "version: 1\nautomations: []\nprefect: {api_url: 'http://h/api', api_key_secret: k}\n",
+            "prefect.api_key_secret: unknown secret 'k'",
         ),
+        ("version: 1\nautomations: []\nprefect: {api_url: 'h/api'}\n", "does not match"),
         ("version: 1\nautomations: []\nstate: {url: 'postgresql://h/db'}\n", "only sqlite:///"),
         (
             "version: 1\nautomations: []\nserver: {tokens_file: /nonexistent/x}\n",
@@ -246,7 +247,7 @@ def test_non_loopback_listen_needs_explicit_consent() -> None:
     assert config.server.host == "::1"
 
 
-def test_kinds_not_built_yet_are_refused_not_ignored() -> None:
+def test_orchestrator_actions_need_prefect_and_ids_their_events_carry() -> None:
     text = """\
         version: 1
         automations:
@@ -254,10 +255,55 @@ def test_kinds_not_built_yet_are_refused_not_ignored() -> None:
             on: [flow_run_state_change]
             actions:
               - cancel_flow_run: {}
+          - name: b
+            on: [agent_sla_failure, flow_sla_failure]
+            actions:
+              - cancel_flow_run: {message: "over {duration_seconds} s"}
+              - pause_schedule: {}
+              - start_flow_run: {flow_group_id: d-1, parameters: {n: "{agent_config_id}"}}
     """
     assert problems(text) == [
-        f"{SOURCE}:6:9: automations[0].actions[0].cancel_flow_run: the cancel_flow_run action "
-        "is not available in this version of automationd yet"
+        f"{SOURCE}:6:9: automations[0].actions[0].cancel_flow_run: cancel_flow_run actions "
+        "need a prefect: block (api_url)",
+        f"{SOURCE}:10:9: automations[1].actions[0].cancel_flow_run: cancel_flow_run actions "
+        "need a prefect: block (api_url)",
+        f"{SOURCE}:10:9: automations[1].actions[0].cancel_flow_run: cancel_flow_run acts on "
+        "the event's flow_run_id, which agent_sla_failure events never carry",
+        f"{SOURCE}:10:36: automations[1].actions[0].cancel_flow_run.message: 'duration_seconds' "
+        "is not an attribute of agent_sla_failure events",
+        f"{SOURCE}:11:9: automations[1].actions[1].pause_schedule: pause_schedule actions need "
+        "a prefect: block (api_url)",
+        f"{SOURCE}:11:9: automations[1].actions[1].pause_schedule: pause_schedule acts on the "
+        "event's flow_group_id, which agent_sla_failure events never carry (or name the "
+        "deployment: flow_group_id: ...)",
+        f"{SOURCE}:12:9: automations[1].actions[2].start_flow_run: start_flow_run actions need "
+        "a prefect: block (api_url)",
+        f"{SOURCE}:12:62: automations[1].actions[2].start_flow_run.parameters.n: "
+        "'agent_config_id' is not an attribute of flow_sla_failure events; did you mean "
+        "'flow_sla_config_id'?",
+    ]
+
+
+def test_prefect_block_and_orchestrator_actions_load() -> None:
+    config = parse("""\
+        version: 1
+        secrets: {pk: {env: PK}}
+        prefect: {api_url: "http://127.0.0.1:4200/api/", api_key_secret: pk, subscribe: true}
+        automations:
+          - name: a
+            on: [flow_sla_failure]
+            actions:
+              - cancel_flow_run: {}
+              - pause_schedule: {}
+              - start_flow_run: {parameters: {reason: "{kind}", n: 3}}
+    """, environ={"PK": "s3cret"})
+    assert config.prefect is not None
+    assert config.prefect.api_url == "http://127.0.0.1:4200/api"
+    assert (config.prefect.api_key_secret, config.prefect.subscribe) == ("pk", True)
+    assert [a.kind for a in config.automations[0].actions] == [
+        "cancel_flow_run",
+        "pause_schedule",
+        "start_flow_run",
     ]
 
 

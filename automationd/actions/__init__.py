@@ -19,7 +19,14 @@ from typing import ClassVar, Protocol
 import aiohttp
 
 from automationd.secrets import Secret
-from automationd.templating import Template, TemplateError
+from automationd.templating import (
+    JsonNode,
+    JsonTemplateError,
+    Template,
+    TemplateError,
+    compile_json,
+    json_templates,
+)
 
 Path = tuple[str | int, ...]
 
@@ -99,6 +106,17 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PrefectSettings:
+    """The Prefect server (the `prefect:` block): orchestrator actions call its REST API, and
+    with `subscribe` its event stream is a source of flow run state changes."""
+
+    api_url: str
+    api_key_secret: str | None = None
+    ui_url: str | None = None
+    subscribe: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Services:
     """What actions reach beyond the event: the HTTP client, secrets and service settings."""
 
@@ -106,6 +124,7 @@ class Services:
     secrets: Mapping[str, Secret]
     endpoints: Endpoints = Endpoints()
     smtp: SmtpSettings | None = None
+    prefect: PrefectSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +217,16 @@ class OptionReader:
             return Template(text, (text,))
         self.parsed.append(((key,), template))
         return template
+
+    def json(self, key: str) -> JsonNode | None:
+        """An option holding JSON whose keys and string values are templates; None if absent."""
+        if key not in self.options:
+            return None
+        errors: list[JsonTemplateError] = []
+        node = compile_json(self.options[key], errors=errors)
+        self.problems.extend(((key, *e.path), template_problem(e.error)) for e in errors)
+        self.parsed.extend(((key, *path), t) for path, t in json_templates(node))
+        return node
 
     def text(self, key: str, default: str = "") -> str:
         """A plain (not templated) text option."""

@@ -39,6 +39,22 @@ async def send(
 ) -> ActionResult:
     """POST one request (JSON, or form-encoded when `form` is given) and classify the answer;
     raises ActionError on failure."""
+    status, body = await post(
+        session, url, name=name, json_body=json_body, form=form, headers=headers
+    )
+    return ActionResult(status, shorten(body))
+
+
+async def post(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    name: str,
+    json_body: object = None,
+    form: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, str]:
+    """`send`, answering the status and the whole body of a 2xx answer."""
     data: bytes | aiohttp.FormData
     if form is not None:
         data = aiohttp.FormData(dict(form))
@@ -53,7 +69,7 @@ async def send(
         async with session.post(
             url, data=data, headers=request_headers, allow_redirects=False
         ) as response:
-            body = shorten(await response.text(errors="replace"))
+            body = await response.text(errors="replace")
             status = response.status
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
     except aiohttp.ClientConnectionError as exc:
@@ -63,12 +79,12 @@ async def send(
     except ValueError as exc:  # e.g. a rendered header value with a line break
         raise ActionError(f"{name}: the request cannot be sent: {exc}", retryable=False) from None
     if 200 <= status < 300:
-        return ActionResult(status, body)
+        return status, body
     raise ActionError(
         f"{name} answered {status}",
         retryable=status == 429 or status >= 500,
         status=status,
-        detail=body,
+        detail=shorten(body),
         retry_after=retry_after if status == 429 else None,
     )
 

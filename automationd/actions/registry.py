@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from automationd.actions import ActionSpec, email, pagerduty, slack, teams, twilio, webhook
-
-ALL_KINDS = (
-    "webhook",
-    "slack",
-    "teams",
-    "email",
-    "twilio",
-    "pagerduty",
-    "cancel_flow_run",
-    "pause_schedule",
-    "start_flow_run",
+from automationd.actions import (
+    ActionSpec,
+    email,
+    orchestrator,
+    pagerduty,
+    slack,
+    teams,
+    twilio,
+    webhook,
 )
-"""Every kind of the rules format, implemented or not yet."""
 
 PARSERS: Mapping[str, Callable[[Mapping[str, object]], ActionSpec]] = {
     webhook.WebhookAction.kind: webhook.parse,
@@ -26,5 +22,11 @@ PARSERS: Mapping[str, Callable[[Mapping[str, object]], ActionSpec]] = {
     email.EmailAction.kind: email.parse,
     twilio.TwilioAction.kind: twilio.parse,
     pagerduty.PagerDutyAction.kind: pagerduty.parse,
+    orchestrator.CancelFlowRunAction.kind: orchestrator.parse_cancel,
+    orchestrator.PauseScheduleAction.kind: orchestrator.parse_pause,
+    orchestrator.StartFlowRunAction.kind: orchestrator.parse_start,
 }
 """The kinds this build can run."""
+
+ALL_KINDS = tuple(PARSERS)
+"""Every action kind of the rules format, in the schema's order."""

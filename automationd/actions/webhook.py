@@ -16,10 +16,8 @@ from automationd.actions import (
 from automationd.actions.http import host_of, send, url_for_log
 from automationd.templating import (
     JsonNode,
-    JsonTemplateError,
     Template,
     TemplateError,
-    compile_json,
     json_templates,
     render_json,
 )
@@ -76,12 +74,7 @@ class WebhookAction:
 def parse(options: Mapping[str, object]) -> WebhookAction:
     """The webhook spec of an action block (already schema-checked)."""
     reader = OptionReader(options)
-    payload: JsonNode | None = None
-    if "payload" in options:
-        errors: list[JsonTemplateError] = []
-        payload = compile_json(options["payload"], errors=errors)
-        reader.problems.extend((("payload", *e.path), template_problem(e.error)) for e in errors)
-        reader.parsed.extend((("payload", *p), t) for p, t in json_templates(payload))
+    payload = reader.json("payload")
     raw_headers = options.get("headers", DEFAULT_HEADERS)
     headers: list[tuple[Template, Template]] = []
     if isinstance(raw_headers, Mapping):
