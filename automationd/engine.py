@@ -32,6 +32,7 @@ from automationd.events import EventError, EventTypeResolver, format_timestamp, 
 from automationd.journal import Journal
 from automationd.matching import AutomationIndex
 from automationd.metrics import Metrics
+from automationd.prefect_events import POSITION_FLAG, PrefectSubscription
 from automationd.secrets import Redactor
 from automationd.sla import SlaTracker
 from automationd.state import StateStore
@@ -176,6 +177,7 @@ class Engine:
         self._tasks: set[asyncio.Task[object]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
+        self.prefect: PrefectSubscription | None = None
 
     def _know_types(self) -> None:
         config = self.config
@@ -218,12 +220,19 @@ class Engine:
         self._know_types()
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(time.time())
-        self.metrics.watch(self._queue.qsize, lambda: len(self.deadlines))
+        self.metrics.watch(
+            self._queue.qsize,
+            lambda: len(self.deadlines),
+            lambda: float(self.prefect is not None and self.prefect.state == "connected"),
+        )
         self._resume()
+        self._subscribe(config)
 
     async def stop(self) -> None:
-        """Stop firing deadlines, match what is queued, let running actions finish (up to
-        30 s), close the audit trail and the state store."""
+        """Stop the Prefect subscription and firing deadlines, match what is queued, let
+        running actions finish (up to 30 s), close the audit trail and the state store."""
+        if self.prefect is not None:
+            await self.prefect.stop()
         await self.deadlines.stop()
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         try:
@@ -287,6 +296,10 @@ class Engine:
             new = dataclasses.replace(new, **kept)
             self.rules = Rules.of(new)  # the swap: events from here on meet the new rules
             self.sla.configure(new)
+            if new.prefect != old.prefect or new.secrets != old.secrets:
+                if self.prefect is not None:
+                    await self.prefect.stop()
+                self._subscribe(new)
             self._know_types()
             self.metrics.reload_successful.set(1)
             self.metrics.reload_timestamp.set(time.time())
@@ -389,6 +402,47 @@ class Engine:
             self._queue.put_nowait(event)
             self.metrics.events_received.labels(self.metrics.type_label(str(event["type"]))).inc()
         return Ingested([str(event["id"]) for event in events], duplicates)
+
+    def _subscribe(self, config: Config) -> None:
+        """Follow the Prefect server's flow run events when `prefect: {subscribe: true}`."""
+        self.prefect = None
+        if config.prefect is None or not config.prefect.subscribe:
+            return
+        assert self._http is not None
+        self.prefect = PrefectSubscription(
+            config.prefect,
+            config.secrets,
+            self._http,
+            self._ingest_prefect,
+            (lambda: self.store.flag(POSITION_FLAG), self._save_prefect_position),
+        )
+        self.prefect.start()
+
+    def _save_prefect_position(self, stamp: str) -> None:
+        try:
+            self.store.set_flag(POSITION_FLAG, stamp)
+        except sqlite3.Error as exc:  # the catch-up after a restart starts earlier, no loss
+            log.error("cannot keep the Prefect event position: %s", exc)
+
+    async def _ingest_prefect(self, events: list[dict[str, object]]) -> None:
+        """Accept events from the Prefect server like a batch from HTTP. One the contract
+        refuses is logged and audited and the rest go on; a journal failure propagates, so
+        the subscription reconnects and catches up from before them."""
+        self.metrics.prefect_events.inc(len(events))
+        try:
+            await self.ingest(events, batch=True, source="prefect")
+            return
+        except EventError:
+            pass
+        for event in events:
+            try:
+                await self.ingest([event], batch=False, source="prefect")
+            except EventError as exc:
+                log.error("Prefect event %s refused: %s", event.get("id"), exc.message)
+                self.metrics.events_rejected.labels("invalid_event").inc()
+                self.audit.write(
+                    "event.rejected", source="prefect", event_id=event.get("id"), error=exc.message
+                )
 
     def _committed(self, events: int) -> None:
         self.metrics.journal_commits.inc()

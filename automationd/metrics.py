@@ -101,6 +101,16 @@ class Metrics:
         self.deadlines_armed = Gauge(
             "automationd_sla_deadlines_armed", "SLA deadlines armed.", registry=r
         )
+        self.prefect_up = Gauge(
+            "automationd_prefect_subscription_up",
+            "1 while subscribed to the Prefect server's event stream (0 also when not asked).",
+            registry=r,
+        )
+        self.prefect_events = Counter(
+            "automationd_prefect_events",
+            "Flow run state events taken from the Prefect server (stream and catch-up).",
+            registry=r,
+        )
         self._known_types: frozenset[str] = frozenset()
 
     def know_types(self, types: Iterable[str]) -> None:
@@ -110,10 +120,16 @@ class Metrics:
     def type_label(self, event_type: str) -> str:
         return event_type if event_type in self._known_types else "other"
 
-    def watch(self, queue_depth: Callable[[], float], deadlines: Callable[[], float]) -> None:
+    def watch(
+        self,
+        queue_depth: Callable[[], float],
+        deadlines: Callable[[], float],
+        prefect_up: Callable[[], float],
+    ) -> None:
         """Gauges read when scraped."""
         self.queue_depth.set_function(queue_depth)
         self.deadlines_armed.set_function(deadlines)
+        self.prefect_up.set_function(prefect_up)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -181,10 +181,16 @@ async def get_slas(request: web.Request) -> web.Response:
 
 
 async def get_readyz(request: web.Request) -> web.Response:
-    """Readiness: 200 only when the rules are loaded, the port bound, audit and state writable."""
-    checks = request.app[ENGINE].readiness()
+    """Readiness: 200 only when the rules are loaded, the port bound, audit and state writable.
+    The Prefect subscription's state is shown, not checked: while it is down, events still
+    arrive over HTTP, and it catches up on what it missed when it is back."""
+    engine = request.app[ENGINE]
+    checks = engine.readiness()
     ready = all(checks.values())
-    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+    body: dict[str, object] = {"ready": ready, "checks": checks}
+    if engine.prefect is not None:
+        body["prefect"] = engine.prefect.status()
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def get_metrics(request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ FAILED_KINDS = frozenset(
         "automation.error",
         "config.rejected",
         "event.duplicate",
+        "event.rejected",
     }
 )
 """What --failed shows (with failed attempts)."""

@@ -9,7 +9,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,6 +289,13 @@ async def run_cli(
     out, err = await asyncio.wait_for(process.communicate(stdin), 30)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
+    """Wait until `check()` holds, asking every 0.2 s; TimeoutError after `within` seconds."""
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110 - polling something outside this process
+            await asyncio.sleep(0.2)
 
 
 def free_port() -> int:

@@ -285,7 +285,8 @@ def test_orchestrator_actions_need_prefect_and_ids_their_events_carry() -> None:
 
 
 def test_prefect_block_and_orchestrator_actions_load() -> None:
-    config = parse("""\
+    config = parse(
+        """\
         version: 1
         secrets: {pk: {env: PK}}
         prefect: {api_url: "http://127.0.0.1:4200/api/", api_key_secret: pk, subscribe: true}
@@ -296,7 +297,9 @@ def test_prefect_block_and_orchestrator_actions_load() -> None:
               - cancel_flow_run: {}
               - pause_schedule: {}
               - start_flow_run: {parameters: {reason: "{kind}", n: 3}}
-    """, environ={"PK": "s3cret"})
+    """,
+        environ={"PK": "s3cret"},
+    )
     assert config.prefect is not None
     assert config.prefect.api_url == "http://127.0.0.1:4200/api"
     assert (config.prefect.api_key_secret, config.prefect.subscribe) == ("pk", True)

@@ -1,0 +1,172 @@
+"""A real Prefect server on loopback for the tests, and proxies to put between it and the daemon.
+
+`prefect server start` runs with a temporary PREFECT_HOME and SQLite database, analytics and
+UI off, the late-runs service checking every second, and the event persister flushing twice
+a second (so `POST /events/filter` sees events soon). It takes about 10 s to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from tests.support import free_port
+
+STARTUP_SECONDS = 120.0
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path) -> Iterator[str]:
+    """Start a Prefect server in `home`; yield its API URL; stop it (its process group)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "1",
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
+        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    command = [str(Path(sys.executable).parent / "prefect"), "server", "start"]
+    log = home / "server.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the Prefect server exited:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{api}/health", timeout=2) as answer:  # noqa: S310
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Prefect server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield api
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@dataclass
+class TcpProxy:
+    """A TCP forwarder on loopback that can drop every connection and refuse new ones, to
+    cut the daemon off from the Prefect server (websocket and REST alike) for a while."""
+
+    upstream: tuple[str, int]
+    refusing: bool = False
+    url: str = ""
+    connections: int = 0
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        """Close every connection now."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self._writers.update((writer, up_writer))
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while chunk := await source.read(65536):
+                    sink.write(chunk)
+                    await sink.drain()
+            sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers.difference_update((writer, up_writer))
+
+
+@dataclass
+class LosingProxy:
+    """An HTTP forwarder that passes every request on to the upstream API but, for the first
+    `lose` requests whose path ends with `suffix`, throws Prefect's answer away and answers
+    502 instead: the daemon sees a failure although Prefect did the work."""
+
+    upstream: str
+    suffix: str
+    lose: int = 1
+    url: str = ""
+    seen: list[str] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method, self.upstream + request.path_qs, data=body, headers=headers
+            ) as answer,
+        ):
+            text = await answer.text()
+            status = answer.status
+        self.seen.append(f"{request.path} -> {status}")
+        if request.path.endswith(self.suffix) and self.lose > 0:
+            self.lose -= 1
+            return web.Response(status=502, text="lost on the way back")
+        return web.Response(status=status, text=text, content_type="application/json")
+
+
+@contextlib.asynccontextmanager
+async def losing_proxy(upstream: str, suffix: str) -> AsyncIterator[LosingProxy]:
+    proxy = LosingProxy(upstream.removesuffix("/api"), suffix)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    proxy.url = f"http://127.0.0.1:{runner.addresses[0][1]}/api"
+    try:
+        yield proxy
+    finally:
+        await runner.cleanup()

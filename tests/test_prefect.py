@@ -1,0 +1,389 @@
+"""Prefect integration against a real Prefect server (one for this module, ~10 s to start).
+
+Flows, deployments and runs are made through Prefect's own client and driven through states
+as a worker would; what the daemon did is checked through Prefect's API and a real webhook
+receiver. Each test uses flows of its own, so the daemons' subscriptions see other tests'
+runs too, as they would on a shared server, and must only act on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import textwrap
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+# Prefect's client makes a home directory when imported: keep it out of the user's home
+os.environ.setdefault(
+    "PREFECT_HOME", str(Path(tempfile.gettempdir()) / "automationd-tests-prefect-home")
+)
+
+from prefect.client.orchestration import PrefectClient
+from prefect.states import Failed, Running, Scheduled
+
+from tests.prefect_server import TcpProxy, losing_proxy, prefect_server
+from tests.support import Daemon, audit_records, daemon, receiver, until
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with prefect_server(tmp_path_factory.mktemp("prefect")) as api:
+        yield api
+
+
+@pytest.fixture
+async def prefect(prefect_api: str) -> AsyncIterator[PrefectClient]:
+    async with PrefectClient(api=prefect_api) as client:
+        yield client
+
+
+async def a_deployment(client: PrefectClient) -> tuple[str, uuid.UUID, uuid.UUID]:
+    """A new flow (unique name) with one deployment: (flow name, flow id, deployment id)."""
+    name = f"etl-{uuid.uuid4().hex[:8]}"
+    flow_id = await client.create_flow_from_name(name)
+    deployment_id = await client.create_deployment(flow_id=flow_id, name="prod")
+    return name, flow_id, deployment_id
+
+
+def rules(tmp_path: Path, api: str, body: str) -> Path:
+    path = tmp_path / "rules.yaml"
+    head = f"""\
+        version: 1
+        server: {{listen: "127.0.0.1:0"}}
+        audit: {{path: audit.jsonl}}
+        prefect: {{api_url: "{api}", ui_url: "http://prefect.example:4200", subscribe: true}}
+        retry: {{attempts: 3, initial: 0.2}}
+    """
+    path.write_text(textwrap.dedent(head) + textwrap.dedent(body))
+    return path
+
+
+async def ready(running: Daemon) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(f"{running.url}/readyz") as answer:
+        body: dict[str, Any] = await answer.json()
+        return body
+
+
+async def subscribed(running: Daemon) -> None:
+    async def connected() -> bool:
+        return bool((await ready(running)).get("prefect", {}).get("state") == "connected")
+
+    await until(connected)
+
+
+async def metric(running: Daemon, name: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(f"{running.url}/metrics") as answer:
+        for line in (await answer.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+async def test_a_failed_run_reaches_a_webhook_through_the_subscription(
+    tmp_path: Path, prefect_api: str, prefect: PrefectClient
+) -> None:
+    name, flow_id, deployment_id = await a_deployment(prefect)
+    async with receiver() as hooks:
+        config = rules(
+            tmp_path,
+            prefect_api,
+            f"""\
+            automations:
+              - name: failed
+                on: [flow_run_state_change]
+                match: {{state: Failed, flow_name: {name}}}
+                actions: [{{webhook: {{url: "{hooks.url}/failed"}}}}]
+            """,
+        )
+        async with daemon(config) as running:
+            await subscribed(running)
+            run = await prefect.create_flow_run_from_deployment(deployment_id)
+            await prefect.set_flow_run_state(run.id, Running(), force=True)
+            await prefect.set_flow_run_state(run.id, Failed(message="disk full"), force=True)
+            (delivered,) = await hooks.wait_for_path("/failed", within=30)
+            assert await metric(running, "automationd_prefect_subscription_up") == 1.0
+            assert await metric(running, "automationd_prefect_events_total") >= 3
+            status = (await ready(running))["prefect"]
+            assert status["state"] == "connected"
+            assert status["events_received"] >= 3
+    event = delivered.body
+    assert isinstance(event, dict)
+    assert {k: event[k] for k in ("type", "flow_run_id", "flow_run_name", "flow_id")} == {
+        "type": "flow_run_state_change",
+        "flow_run_id": str(run.id),
+        "flow_run_name": run.name,
+        "flow_id": str(flow_id),
+    }
+    assert (event["flow_name"], event["flow_group_id"]) == (name, str(deployment_id))
+    assert (event["state"], event["state_type"], event["state_message"]) == (
+        "Failed",
+        "FAILED",
+        "disk full",
+    )
+    assert event["flow_run_link"] == f"http://prefect.example:4200/runs/flow-run/{run.id}"
+    assert event["flow_link"] == f"http://prefect.example:4200/flows/flow/{flow_id}"
+    assert (event["tenant_id"], event["tenant_slug"]) == ("", "")
+    assert event["message"] == (
+        f"Run {run.name} of flow {name} entered state Failed with message disk full. "
+        f"See http://prefect.example:4200/runs/flow-run/{run.id} for more details."
+    )
+    # the Prefect event id is the event's id: it is what duplicates are recognised by
+    (prefect_event,) = [
+        e for e in await prefect_events(prefect, run.id) if e["event"] == "prefect.flow-run.Failed"
+    ]
+    assert event["id"] == prefect_event["id"]
+    assert delivered.headers["X-PREFECT-EVENT-ID"] == prefect_event["id"]
+
+
+async def prefect_events(client: PrefectClient, run_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The Prefect server's stored events about one flow run (read through its REST API)."""
+    body = {
+        "filter": {
+            "resource": {"id": [f"prefect.flow-run.{run_id}"]},
+            "order": "ASC",
+        },
+        "limit": 50,
+    }
+    for _ in range(50):  # the event persister writes them in batches
+        answer = await client._client.post("/events/filter", json=body)
+        events: list[dict[str, Any]] = answer.json()["events"]
+        if any(e["event"] == "prefect.flow-run.Failed" for e in events):
+            return events
+        await asyncio.sleep(0.2)
+    return events
+
+
+async def test_a_scheduled_run_that_never_starts_fires_its_sla_even_when_marked_late(
+    tmp_path: Path, prefect_api: str, prefect: PrefectClient
+) -> None:
+    name, _, deployment_id = await a_deployment(prefect)
+    async with receiver() as hooks:
+        config = rules(
+            tmp_path,
+            prefect_api,
+            f"""\
+            flow_slas:
+              - {{id: start-on-time, kind: SCHEDULED_NOT_STARTED, duration: 5s, match: {{flow_name: {name}}}}}
+            automations:
+              - name: late
+                on: [flow_sla_failure]
+                actions: [{{webhook: {{url: "{hooks.url}/sla"}}}}]
+            """,
+        )
+        async with daemon(config) as running:
+            await subscribed(running)
+            scheduled = datetime.now(UTC)
+            run = await prefect.create_flow_run_from_deployment(
+                deployment_id, state=Scheduled(scheduled_time=scheduled)
+            )
+            # no worker picks it up; Prefect's late-runs service marks it Late after ~1 s
+            (fired,) = await hooks.wait_for_path("/sla", within=30)
+            assert (await prefect.read_flow_run(run.id)).state_name == "Late"
+    body = fired.body
+    assert isinstance(body, dict)
+    assert (body["kind"], body["flow_run_id"], body["flow_sla_config_id"]) == (
+        "SCHEDULED_NOT_STARTED",
+        str(run.id),
+        "start-on-time",
+    )
+    records = audit_records(tmp_path / "audit.jsonl")
+    states = [
+        r["event"]["state"]  # type: ignore[index]
+        for r in records
+        if r["kind"] == "event.accepted" and r["source"] == "prefect"
+    ]
+    assert states[:2] == ["Scheduled", "Late"]
+    # Late kept the deadline of the scheduled start: armed once, never disarmed or moved
+    armed = [r for r in records if r["kind"] == "sla.armed" and r.get("flow_run_id") == str(run.id)]
+    assert len(armed) == 1
+    assert not [r for r in records if r["kind"] == "sla.disarmed"]
+    due = datetime.fromisoformat(str(armed[0]["due"]))
+    assert abs((due - scheduled).total_seconds() - 5) < 0.01
+
+
+async def test_cancel_flow_run_cancels_a_run_that_ran_too_long(
+    tmp_path: Path, prefect_api: str, prefect: PrefectClient
+) -> None:
+    name, _, deployment_id = await a_deployment(prefect)
+    config = rules(
+        tmp_path,
+        prefect_api,
+        f"""\
+        flow_slas:
+          - {{id: runtime, kind: STARTED_NOT_FINISHED, duration: 1s, match: {{flow_name: {name}}}}}
+        automations:
+          - name: cancel-on-timeout
+            on: [flow_sla_failure]
+            match: {{kind: STARTED_NOT_FINISHED}}
+            actions: [{{cancel_flow_run: {{message: "ran over {{duration_seconds}} s"}}}}]
+        """,
+    )
+    async with daemon(config) as running:
+        await subscribed(running)
+        run = await prefect.create_flow_run_from_deployment(deployment_id)
+        await prefect.set_flow_run_state(run.id, Running(), force=True)
+
+        async def cancelled() -> bool:
+            state = (await prefect.read_flow_run(run.id)).state
+            return state is not None and state.type.value in ("CANCELLING", "CANCELLED")
+
+        await until(cancelled)
+    state = (await prefect.read_flow_run(run.id)).state
+    assert state is not None
+    assert state.message == "ran over 1 s"
+    (outcome,) = [
+        r for r in audit_records(tmp_path / "audit.jsonl") if r["kind"] == "action.succeeded"
+    ]
+    assert (outcome["action"], outcome["response"]) == ("cancel_flow_run", "ACCEPT")
+
+
+async def test_pause_schedule_pauses_the_deployment_of_a_failed_run(
+    tmp_path: Path, prefect_api: str, prefect: PrefectClient
+) -> None:
+    name, _, deployment_id = await a_deployment(prefect)
+    other_name, _, other_deployment = await a_deployment(prefect)
+    config = rules(
+        tmp_path,
+        prefect_api,
+        f"""\
+        automations:
+          - name: stop-the-schedule
+            on: [flow_run_state_change]
+            match: {{state: Failed, flow_name: {name}}}
+            actions: [{{pause_schedule: {{}}}}]
+        """,
+    )
+    assert not (await prefect.read_deployment(deployment_id)).paused
+    async with daemon(config) as running:
+        await subscribed(running)
+        for deployment in (other_deployment, deployment_id):
+            run = await prefect.create_flow_run_from_deployment(deployment)
+            await prefect.set_flow_run_state(run.id, Running(), force=True)
+            await prefect.set_flow_run_state(run.id, Failed(), force=True)
+
+        async def paused() -> bool:
+            return bool((await prefect.read_deployment(deployment_id)).paused)
+
+        await until(paused)
+    assert not (await prefect.read_deployment(other_deployment)).paused, other_name
+
+
+async def test_start_flow_run_starts_exactly_one_run_when_the_answer_is_lost_and_retried(
+    tmp_path: Path, prefect_api: str, prefect: PrefectClient
+) -> None:
+    _, _, deployment_id = await a_deployment(prefect)
+    # the first answer to create_flow_run is lost on the way back: the daemon retries
+    async with losing_proxy(prefect_api, "/create_flow_run") as proxy:
+        path = tmp_path / "rules.yaml"
+        path.write_text(
+            textwrap.dedent(f"""\
+            version: 1
+            server: {{listen: "127.0.0.1:0"}}
+            audit: {{path: audit.jsonl}}
+            prefect: {{api_url: "{proxy.url}"}}
+            event_types:
+              retrain_needed: {{attributes: [model, rows]}}
+            automations:
+              - name: retrain
+                on: [retrain_needed]
+                actions:
+                  - start_flow_run:
+                      flow_group_id: "{deployment_id}"
+                      parameters: {{model: "{{model}}", rows: "{{rows}}", reason: "drift on {{model}}"}}
+                      retry: {{attempts: 3, initial: 0.2}}
+            """)
+        )
+        async with daemon(path) as running:
+            status, _ = await running.post({"type": "retrain_needed", "model": "churn", "rows": 5})
+            assert status == 202
+
+            async def finished() -> bool:
+                records = audit_records(tmp_path / "audit.jsonl")
+                return any(r["kind"] == "action.succeeded" for r in records)
+
+            await until(finished)
+    assert proxy.seen == [
+        f"/api/deployments/{deployment_id}/create_flow_run -> 201",
+        f"/api/deployments/{deployment_id}/create_flow_run -> 200",
+    ]
+    runs = [r for r in await prefect.read_flow_runs() if r.deployment_id == deployment_id]
+    assert len(runs) == 1
+    assert runs[0].parameters == {"model": "churn", "rows": 5, "reason": "drift on churn"}
+    records = audit_records(tmp_path / "audit.jsonl")
+    attempts = [r for r in records if r["kind"] == "action.attempt"]
+    assert [a["ok"] for a in attempts] == [False, True]
+    (done,) = [r for r in records if r["kind"] == "action.succeeded"]
+    assert done["response"] == f"already started flow run {runs[0].name} ({runs[0].id})"
+
+
+async def test_state_changes_missed_while_disconnected_or_stopped_are_caught_up(
+    tmp_path: Path, prefect_api: str, prefect: PrefectClient
+) -> None:
+    name, _, deployment_id = await a_deployment(prefect)
+    host, port = prefect_api.removeprefix("http://").removesuffix("/api").split(":")
+    proxy = TcpProxy((host, int(port)))
+    await proxy.start()
+
+    async def fail_a_run() -> uuid.UUID:
+        run = await prefect.create_flow_run_from_deployment(deployment_id)
+        await prefect.set_flow_run_state(run.id, Running(), force=True)
+        await prefect.set_flow_run_state(run.id, Failed(), force=True)
+        return run.id
+
+    try:
+        async with receiver() as hooks:
+            config = rules(
+                tmp_path,
+                proxy.url + "/api",
+                f"""\
+                automations:
+                  - name: failed
+                    on: [flow_run_state_change]
+                    match: {{state: Failed, flow_name: {name}}}
+                    actions: [{{webhook: {{url: "{hooks.url}/failed", payload: {{run: "{{flow_run_id}}"}}}}}}]
+                """,
+            )
+            async with daemon(config) as running:
+                await subscribed(running)
+                first = await fail_a_run()
+                await hooks.wait_for_path("/failed", 1, within=30)
+                # cut the line: the websocket drops and reconnections are refused
+                proxy.refusing = True
+                proxy.cut()
+
+                async def disconnected() -> bool:
+                    return bool((await ready(running))["prefect"]["state"] != "connected")
+
+                await until(disconnected)
+                second = await fail_a_run()
+                await asyncio.sleep(2)  # reconnections keep failing meanwhile
+                assert len(hooks.requests) == 1
+                proxy.refusing = False
+                await hooks.wait_for_path("/failed", 2, within=60)
+                status = (await ready(running))["prefect"]
+                assert status["reconnects"] >= 1
+                assert await running.stop() == 0
+            # stopped: a third run fails; started again, the daemon catches up from where it was
+            third = await fail_a_run()
+            await asyncio.sleep(1)
+            async with daemon(config) as running:
+                await hooks.wait_for_path("/failed", 3, within=60)
+                await asyncio.sleep(1)  # anything sent twice would arrive meanwhile
+            runs = [r.body["run"] for r in hooks.requests]  # type: ignore[index]
+    finally:
+        await proxy.stop()
+    assert runs == [str(first), str(second), str(third)]
+    accepted = [
+        r["event_id"]
+        for r in audit_records(tmp_path / "audit.jsonl")
+        if r["kind"] == "event.accepted" and r["source"] == "prefect"
+    ]
+    assert len(accepted) == len(set(accepted)), "an event was processed twice"
