@@ -387,3 +387,41 @@ async def test_state_changes_missed_while_disconnected_or_stopped_are_caught_up(
         if r["kind"] == "event.accepted" and r["source"] == "prefect"
     ]
     assert len(accepted) == len(set(accepted)), "an event was processed twice"
+
+
+async def test_an_event_without_the_id_fails_the_action_for_good_and_reload_subscribes(
+    tmp_path: Path, prefect_api: str, prefect: PrefectClient
+) -> None:
+    path = tmp_path / "rules.yaml"
+    first = f"""\
+        version: 1
+        server: {{listen: "127.0.0.1:0"}}
+        audit: {{path: audit.jsonl}}
+        prefect: {{api_url: "{prefect_api}"}}
+        automations:
+          - name: cancel-anything
+            on: ["deploy_*"]
+            actions: [{{cancel_flow_run: {{}}}}]
+    """
+    path.write_text(textwrap.dedent(first))
+    async with daemon(path) as running:
+        assert "prefect" not in await ready(running)  # subscribe is off
+        status, _ = await running.post({"type": "deploy_done", "app": "shop"})
+        assert status == 202
+
+        async def failed() -> bool:
+            records = audit_records(tmp_path / "audit.jsonl")
+            return any(r["kind"] == "action.failed" for r in records)
+
+        await until(failed)
+        # turning the subscription on takes a reload, not a restart
+        on = f'api_url: "{prefect_api}", subscribe: true'
+        path.write_text(textwrap.dedent(first).replace(f'api_url: "{prefect_api}"', on))
+        await subscribed(running)
+    (failure,) = [
+        r for r in audit_records(tmp_path / "audit.jsonl") if r["kind"] == "action.failed"
+    ]
+    assert (failure["error"], failure["attempts"]) == (
+        "the event has no flow_run_id to act on",
+        1,
+    )

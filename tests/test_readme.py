@@ -122,6 +122,7 @@ def test_the_yaml_examples_are_valid_rules(tmp_path: Path) -> None:
     environ = {
         "SLACK_OPS_WEBHOOK": "https://hooks.slack.com/services/T/B/x",
         "SMTP_PASSWORD": "pw",
+        "PREFECT_API_KEY": "pnu_example",
         "CREDENTIALS_DIRECTORY": str(tmp_path),
     }
     examples = code_blocks("yaml")
