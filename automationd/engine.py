@@ -119,7 +119,15 @@ def changes_between(old: Config, new: Config) -> dict[str, object]:
     after = {a.name: a for a in new.automations}
     sections = [
         name
-        for name in ("flow_slas", "agent_slas", "event_types", "smtp", "endpoints", "retry")
+        for name in (
+            "flow_slas",
+            "agent_slas",
+            "event_types",
+            "smtp",
+            "endpoints",
+            "retry",
+            "prefect",
+        )
         if getattr(old, name) != getattr(new, name)
     ]
     if old.secrets.keys() != new.secrets.keys() or any(
@@ -296,7 +304,8 @@ class Engine:
             new = dataclasses.replace(new, **kept)
             self.rules = Rules.of(new)  # the swap: events from here on meet the new rules
             self.sla.configure(new)
-            if new.prefect != old.prefect or new.secrets != old.secrets:
+            sections = changes["sections_changed"]
+            if isinstance(sections, list) and {"prefect", "secrets"} & set(sections):
                 if self.prefect is not None:
                     await self.prefect.stop()
                 self._subscribe(new)

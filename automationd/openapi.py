@@ -125,7 +125,10 @@ OPENAPI: dict[str, object] = {
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness: rules loaded, port bound, audit and state writable.",
+                "summary": (
+                    "Readiness: rules loaded, port bound, audit and state writable; the "
+                    "Prefect subscription's state is shown, not checked."
+                ),
                 "security": [],
                 "responses": {
                     "200": _json("Ready."),

@@ -6,6 +6,7 @@ sends can produce a 500 (a bug still would, logged with its traceback, as a JSON
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -232,6 +233,7 @@ async def get_rules(request: web.Request) -> web.Response:
                 for s in config.agent_slas
             ],
             "secrets": sorted(config.secrets),
+            "prefect": dataclasses.asdict(config.prefect) if config.prefect else None,
             "last_reload": engine.last_reload.as_json(),
         }
     )

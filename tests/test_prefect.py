@@ -418,6 +418,17 @@ async def test_an_event_without_the_id_fails_the_action_for_good_and_reload_subs
         on = f'api_url: "{prefect_api}", subscribe: true'
         path.write_text(textwrap.dedent(first).replace(f'api_url: "{prefect_api}"', on))
         await subscribed(running)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{running.url}/rules") as answer,
+        ):
+            listed = (await answer.json())["prefect"]
+        assert listed == {
+            "api_url": prefect_api,
+            "api_key_secret": None,
+            "ui_url": None,
+            "subscribe": True,
+        }
     (failure,) = [
         r for r in audit_records(tmp_path / "audit.jsonl") if r["kind"] == "action.failed"
     ]
