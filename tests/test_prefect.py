@@ -258,7 +258,7 @@ async def test_pause_schedule_pauses_the_deployment_of_a_failed_run(
           - name: stop-the-schedule
             on: [flow_run_state_change]
             match: {{state: Failed, flow_name: {name}}}
-            actions: [{{pause_schedule: {{}}}}]
+            actions: [{{pause_schedule: {{}}}}, {{cancel_flow_run: {{}}}}]
         """,
     )
     assert not (await prefect.read_deployment(deployment_id)).paused
@@ -273,7 +273,23 @@ async def test_pause_schedule_pauses_the_deployment_of_a_failed_run(
             return bool((await prefect.read_deployment(deployment_id)).paused)
 
         await until(paused)
+
+        async def both_done() -> bool:
+            records = audit_records(tmp_path / "audit.jsonl")
+            return sum(r["kind"] == "action.succeeded" for r in records) == 2
+
+        await until(both_done)
     assert not (await prefect.read_deployment(other_deployment)).paused, other_name
+    # cancelling a run that already failed: Prefect aborts the transition, and that is done
+    outcomes = {
+        r["action"]: r["response"]
+        for r in audit_records(tmp_path / "audit.jsonl")
+        if r["kind"] == "action.succeeded"
+    }
+    assert outcomes == {
+        "pause_schedule": "paused",
+        "cancel_flow_run": "ABORT: Run is already in terminal state FAILED.",
+    }
 
 
 async def test_start_flow_run_starts_exactly_one_run_when_the_answer_is_lost_and_retried(
