@@ -351,12 +351,6 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
         log.error("cannot start: TLS certificate or key: %s", exc)
         await runner.cleanup()
         return 1
-    if not await _bind(runner, server.host, server.port, f"automationd {__version__}", tls):
-        stop.set()
-        await asyncio.gather(watcher, return_exceptions=True)
-        return 1
-    engine.listening = True
-    notifier.ready(engine.status())
     reloads: set[asyncio.Task[object]] = set()
 
     def reload_on_sighup() -> None:
@@ -364,7 +358,15 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
+    # before "listening" and READY=1: a SIGHUP sent as soon as either is seen must reload,
+    # not meet the default action, which ends the process
     loop.add_signal_handler(signal.SIGHUP, reload_on_sighup)
+    if not await _bind(runner, server.host, server.port, f"automationd {__version__}", tls):
+        stop.set()
+        await asyncio.gather(watcher, return_exceptions=True)
+        return 1
+    engine.listening = True
+    notifier.ready(engine.status())
     background = [watcher, loop.create_task(notifier.watchdog())]
     await stop.wait()
     notifier.stopping()
