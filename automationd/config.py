@@ -49,6 +49,7 @@ from automationd.events import (
     EventTypeResolver,
     readable_name,
 )
+from automationd.jmescompile import Compiled, compile_expression
 from automationd.secrets import Secret, SecretError, SecretSource, resolve
 from automationd.templating import Template, TemplateError
 from automationd.yamldoc import Document, Position, Problem
@@ -132,7 +133,8 @@ class Automation:
     on: tuple[str, ...]
     match: tuple[Matcher, ...]
     when: str | None
-    condition: jmespath.parser.ParsedResult | None = field(compare=False)
+    condition: Compiled | None = field(compare=False)
+    """`when` compiled: the document (the event) -> JMESPath's result."""
     actions: tuple[Action, ...]
     enabled: bool = True
     description: str = ""
@@ -656,13 +658,14 @@ class _Checker:
         when = raw.get("when")
         if isinstance(when, str) and self.clean((*path, "when")):
             try:
-                condition = jmespath.compile(when)
+                parsed = jmespath.compile(when)
             except jmespath.exceptions.JMESPathError as exc:
                 self.add((*path, "when"), f"invalid JMESPath condition: {_jmespath_message(exc)}")
             else:
-                for name in sorted(_unknown_functions(condition.parsed)):
+                for name in sorted(_unknown_functions(parsed.parsed)):
                     hint = _suggest(name, JMESPATH_FUNCTIONS)
                     self.add((*path, "when"), f"unknown JMESPath function '{name}'{hint}")
+                condition = compile_expression(parsed)
         cooldown = None
         spec = raw.get("cooldown")
         if isinstance(spec, dict) and self.clean((*path, "cooldown")):

@@ -57,7 +57,8 @@ FIRED = Verdict(True)
 
 def judge(automation: Automation, event: Mapping[str, object]) -> Verdict:
     """Matchers in file order, then the condition. A condition that fails to evaluate (e.g. a
-    function given the wrong type) does not fire and says why in `error`."""
+    function given the wrong type, or jmespath ordering a number against a string, which it
+    lets through as Python's TypeError) does not fire and says why in `error`."""
     for matcher in automation.match:
         if not matcher_holds(matcher, event):
             seen = lookup(event, matcher.path)
@@ -67,8 +68,8 @@ def judge(automation: Automation, event: Mapping[str, object]) -> Verdict:
             )
     if automation.condition is not None:
         try:
-            result = automation.condition.search(event)
-        except jmespath.exceptions.JMESPathError as exc:
+            result = automation.condition(event)
+        except (jmespath.exceptions.JMESPathError, TypeError) as exc:
             return Verdict(False, f"condition {automation.when!r} failed", error=str(exc))
         if not is_truthy(result):
             return Verdict(False, f"condition {automation.when!r} gave {result!r}")
