@@ -170,7 +170,7 @@ class PrefectSubscription:
         while True:
             try:
                 await self._subscribe_once()
-                failures = 0  # a clean close by the server: reconnect at once
+                failures = 0  # a clean close by the server: reconnect after the shortest wait
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever broke, the stream is tried again
@@ -282,7 +282,9 @@ class PrefectSubscription:
             events.append(event)
         if not events:
             return 0
-        await self._ingest(events)
+        # shielded: a stop or reload cancelling the subscription meanwhile must not leave
+        # the events journaled but never queued; the next catch-up sees them as duplicates
+        await asyncio.shield(self._ingest(events))
         for event in events:
             self._seen[str(event["id"])] = None
             if len(self._seen) > REMEMBERED_IDS:
