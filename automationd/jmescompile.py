@@ -39,8 +39,10 @@ def compile_expression(parsed: ParsedResult) -> Compiled:
     return _compile(parsed.parsed)
 
 
-def _is_false(value: Any) -> bool:
-    return value == "" or value == [] or value == {} or value is None or value is False
+def is_truthy(value: Any) -> bool:
+    """JMESPath truthiness, as its interpreter decides it: `0` is true; null, false, "", []
+    and {} are false."""
+    return not (value == "" or value == [] or value == {} or value is None or value is False)
 
 
 def _is_actual_number(value: Any) -> bool:
@@ -133,7 +135,7 @@ def _or(node: Node) -> Compiled:
 
     def either(value: Any) -> Any:
         matched = left(value)
-        return right(value) if _is_false(matched) else matched
+        return matched if is_truthy(matched) else right(value)
 
     return either
 
@@ -143,7 +145,7 @@ def _and(node: Node) -> Compiled:
 
     def both(value: Any) -> Any:
         matched = left(value)
-        return matched if _is_false(matched) else right(value)
+        return right(value) if is_truthy(matched) else matched
 
     return both
 
@@ -252,9 +254,7 @@ def _filter_projection(node: Node) -> Compiled:
         if not isinstance(items, list):
             return None
         return [
-            result
-            for item in items
-            if not _is_false(keep(item)) and (result := each(item)) is not None
+            result for item in items if is_truthy(keep(item)) and (result := each(item)) is not None
         ]
 
     return filtered

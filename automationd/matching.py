@@ -14,16 +14,10 @@ from functools import lru_cache
 import jmespath.exceptions
 
 from automationd.config import Automation, Matcher
+from automationd.jmescompile import is_truthy
 from automationd.templating import lookup
 
 _GLOB_CHARS = frozenset("*?[")
-
-
-def is_truthy(value: object) -> bool:
-    """JMESPath truthiness: `0` is true; null, false, "", [] and {} are false."""
-    return not (
-        value is None or value is False or (isinstance(value, str | list | dict) and not value)
-    )
 
 
 def _same(expected: object, actual: object) -> bool:

@@ -158,8 +158,7 @@ class PrefectSubscription:
         }
 
     def _headers(self) -> dict[str, str]:
-        key = self.settings.api_key_secret
-        return {"Authorization": f"Bearer {self._secrets[key].reveal()}"} if key else {}
+        return self.settings.auth_headers(self._secrets)
 
     def _token(self) -> str | None:
         key = self.settings.api_key_secret
@@ -199,8 +198,9 @@ class PrefectSubscription:
             answer = await socket.receive(timeout=30)
             if answer.type != aiohttp.WSMsgType.TEXT:
                 raise SubscriptionError(f"the server closed the stream: {socket.close_code}")
-            if json.loads(answer.data).get("type") != "auth_success":
-                reason = json.loads(answer.data).get("reason") or answer.data
+            greeting = json.loads(answer.data)
+            if greeting.get("type") != "auth_success":
+                reason = greeting.get("reason") or answer.data
                 raise SubscriptionError(f"authentication failed: {reason}")
             now = datetime.now(UTC)
             await socket.send_json(

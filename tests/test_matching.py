@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from automationd.config import parse_config
-from automationd.matching import AutomationIndex, is_truthy
+from automationd.jmescompile import is_truthy
+from automationd.matching import AutomationIndex
 
 
 def index(rules: str) -> AutomationIndex:

@@ -115,6 +115,12 @@ class PrefectSettings:
     ui_url: str | None = None
     subscribe: bool = False
 
+    def auth_headers(self, secrets: Mapping[str, Secret]) -> dict[str, str]:
+        """`Authorization: Bearer <api key>` when an API key is configured."""
+        if self.api_key_secret is None:
+            return {}
+        return {"Authorization": f"Bearer {secrets[self.api_key_secret].reveal()}"}
+
 
 @dataclass(frozen=True, slots=True)
 class Services:

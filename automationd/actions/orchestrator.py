@@ -68,15 +68,12 @@ async def _call(ctx: ActionContext, request: Request) -> tuple[int, object]:
     """POST to the Prefect API; the status and the decoded answer (None when empty)."""
     settings = _settings(ctx)
     path, body = request
-    headers = {}
-    if settings.api_key_secret:
-        headers["Authorization"] = f"Bearer {ctx.secret(settings.api_key_secret)}"
     status, text = await post(
         ctx.services.http,
         settings.api_url.rstrip("/") + path,
         name="Prefect",
         json_body=body,
-        headers=headers,
+        headers=settings.auth_headers(ctx.services.secrets),
     )
     try:
         return status, json.loads(text) if text.strip() else None
