@@ -1,14 +1,28 @@
 """The journal: accepted events made durable before the daemon answers 202.
 
-Events are appended to the `events` table of the state store through a connection of their
-own with `synchronous=FULL`, so each commit is fsynced. Requests arriving while a commit is
-on its way wait for the next one, and all of them share it (group commit): under load, one
-fsync covers many events, and each request's 202 is sent only after the fsync that covers its
-events. The same insert decides duplicates: an id accepted within `dedup_window` is not
-inserted again and is reported as a duplicate.
+Accepted events are appended to a segment file beside the state database
+(`state.db-events/NNNNNNNN.log`, one JSON line per event) and fdatasynced; each request's 202
+is sent only after the fdatasync that covers its events. Requests arriving while one is on
+its way wait for the next, and all of them share it (group commit): under load, one fdatasync
+covers many events. A thread of its own does this, back to back, without waiting for the
+event loop to start each one.
+
+Duplicates are decided before the append: an id accepted within `dedup_window` is a duplicate
+whether it is still in memory (appended, not yet in the database) or in the `events` table of
+the state store. The table keeps every event for the dedup window (and `retention`) and the
+progress of each (which automations fired, each action's outcome, done). The thread writes
+the events and the progress queued since the last write in one SQLite transaction every
+FLUSH_SECONDS, not per request: one write of each database page for many events. Those
+commits are not fsynced (`synchronous=NORMAL`): they survive the process being killed, and
+the segment files cover a power loss. About once a second (SYNC_SECONDS) a fully synced
+commit makes everything before it durable in the database, and the segments it covers are
+deleted. On start, the segments left over are written into the database again (an event
+already there keeps its row), so an event whose 202 was sent is never lost; the progress of
+the last moments before a crash may be, and those actions run again (at least once).
 
 When the journal cannot be written (disk full, read-only), `append` raises JournalError and
-the daemon answers 503: it never answers 202 for an event it could not make durable.
+the daemon answers 503: it never answers 202 for an event it could not make durable. What was
+written for the failed step is cut off the segment again.
 """
 
 from __future__ import annotations
@@ -16,35 +30,124 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import queue
 import sqlite3
+import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
+
+from automationd.state import StateError
 
 log = logging.getLogger("automationd.journal")
 
-UPSERT_TAIL = (
-    " ON CONFLICT (id) DO UPDATE SET accepted = excluded.accepted, body = excluded.body, "
-    "matched = NULL, done = 0 WHERE events.accepted < ?"
+UPSERT = (
+    "INSERT INTO events (id, accepted, body, done) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET accepted = excluded.accepted, body = excluded.body, "
+    "matched = NULL, done = excluded.done WHERE events.accepted < excluded.accepted - ?"
 )
-UPSERT = "INSERT INTO events (id, accepted, body) VALUES (?, ?, ?)" + UPSERT_TAIL  # noqa: S608
-"""Insert, or take the id over when its earlier use is older than the dedup window; a
-conflict inside the window changes no row: a duplicate."""
+"""Insert, or take the id over when its earlier use is older than the dedup window (the
+append decided so); an id already there within the window keeps its row."""
 CHUNK = 500
-"""Rows per multi-row INSERT: one statement step (one release of the GIL) per chunk."""
-
-
-def _upsert_many(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?)"] * rows)  # placeholders only: no data in the SQL text
-    return f"INSERT INTO events (id, accepted, body) VALUES {values}" + UPSERT_TAIL  # noqa: S608
+"""Ids per `IN (...)` list."""
+FLUSH_SECONDS = 0.05
+"""How long events and progress wait in memory before they are written to the database."""
+SYNC_SECONDS = 1.0
+"""How often a fully synced SQLite commit lets the segments before it go."""
+SEGMENT_BYTES = 64 << 20
+"""A segment larger than this is closed and a new one begun, even within SYNC_SECONDS."""
+MAX_UNWRITTEN = 200_000
+"""Events kept in memory while the database cannot be written; beyond, appends fail."""
 
 
 class JournalError(Exception):
     """The journal cannot be written: the events were not made durable."""
 
 
+class _Segment:
+    """One append-only segment file of the journal."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.number = int(path.stem)
+        self.size = 0
+        self.opened = time.monotonic()
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            _sync_directory(path.parent)  # the new name survives a power loss too
+        except OSError:
+            os.close(self._fd)
+            raise
+
+    def append(self, data: bytes) -> None:
+        """Write `data` and fdatasync it; on failure, cut the segment back and raise."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fdatasync(self._fd)
+        except OSError:
+            self._cut(self.size)
+            raise
+        self.size += len(data)
+
+    def _cut(self, size: int) -> None:
+        try:
+            os.ftruncate(self._fd, size)
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            log.error("cannot cut %s back after a failed write: %s", self.path, exc)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _sync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _record(event_id: str, accepted: float, body: str) -> bytes:
+    """One journal line: `[id, accepted, event]`, the event being the body's JSON as is."""
+    return f"{json.dumps([event_id, accepted])[:-1]},{body}]\n".encode()
+
+
+def _records(path: Path) -> list[tuple[str, float, str]]:
+    """The events of one segment; a line that does not parse (torn by a crash) is skipped."""
+    rows = []
+    for number, line in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not line:
+            continue
+        try:
+            event_id, accepted, event = json.loads(line)
+            body = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+            rows.append((str(event_id), float(accepted), body))
+        except (ValueError, TypeError):
+            log.warning("%s:%d: skipped a journal line that does not parse", path, number)
+    return rows
+
+
+class _Append(NamedTuple):
+    rows: list[tuple[str, float, str]]
+    future: asyncio.Future[list[bool]]
+
+
+class _Note(NamedTuple):
+    statement: str
+    params: tuple[object, ...]
+
+
+class _Done(NamedTuple):
+    event_id: str
+
+
 class Journal:
-    """Group-committed, fsynced appends of accepted events, with duplicate detection."""
+    """Group-committed, fdatasynced appends of accepted events, with duplicate detection."""
 
     def __init__(
         self, path: Path, *, dedup_window: float, on_commit: Callable[[int], None] | None = None
@@ -54,88 +157,93 @@ class Journal:
         self.dedup_window = dedup_window
         self.healthy = False
         self._db: sqlite3.Connection | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="automationd-journal")
-        self._pending: list[tuple[list[tuple[str, float, str]], asyncio.Future[list[bool]]]] = []
-        self._notes: list[tuple[str, tuple[object, ...]]] = []
-        self._done: list[str] = []
-        self._committer: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._inbox: queue.SimpleQueue[_Append | _Note | _Done | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._segment: _Segment | None = None
+        # what the thread has not written to the database yet: appended events by id
+        # (accepted, body), progress statements, finished event ids; since when
+        self._unwritten: dict[str, tuple[float, str]] = {}
+        self._notes: list[_Note] = []
+        self._done: set[str] = set()
+        self._waiting_since: float | None = None
+
+    @property
+    def directory(self) -> Path:
+        """Where the segment files are: beside the database, `state.db-events/`."""
+        return self.path.with_name(self.path.name + "-events")
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise sqlite3.OperationalError("the journal is closed")
+        return self._db
 
     def open(self) -> None:
-        """Open the journal's own connection (the tables are the state store's)."""
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=5000")
-        self._db = db
+        """Open the journal's own connection (the tables are the state store's), write the
+        segments a crash or power loss left into it, and start the journal thread. Raises
+        StateError saying why it cannot."""
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self.directory.mkdir(exist_ok=True)
+            left = sorted(p for p in self.directory.glob("*.log") if p.stem.isdigit())
+            replayed = self._replay(left)
+            last = max((int(p.stem) for p in left), default=0)
+            self._segment = _Segment(self.directory / f"{last + 1:08d}.log")
+        except (OSError, sqlite3.Error) as exc:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            raise StateError(f"cannot open the journal {self.directory}: {exc}") from None
+        if replayed:
+            log.info("recovered %d events from the journal's segment files", replayed)
         self.healthy = True
-        self._committer = asyncio.create_task(self._commit_forever(), name="automationd-journal")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="automationd-journal", daemon=True)
+        self._thread.start()
+
+    def _replay(self, segments: list[Path]) -> int:
+        """Write the events of `segments` into the database, sync, delete the segments."""
+        rows = [row for path in segments for row in _records(path)]
+        self._write_events([(i, at, body, 0) for i, at, body in rows], [], [])
+        self._sync_database()
+        for path in segments:
+            path.unlink()
+        return len(rows)
 
     async def close(self) -> None:
-        """Write the progress still queued, then close."""
-        if self._committer is not None:
-            self._committer.cancel()
-            await asyncio.gather(self._committer, return_exceptions=True)
-        if self._notes and self._db is not None:
-            notes, self._notes = self._notes, []
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._thread, self._commit, [], notes
-                )
-            except (sqlite3.Error, OSError) as exc:
-                log.error("cannot write the last progress to the journal: %s", exc)
-        self._thread.shutdown(wait=True)
+        """Write what is still queued (the last progress too), sync, then close."""
+        if self._thread is not None:
+            self._inbox.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self._segment is not None:
+            self._segment.close()
+            self._segment = None
         if self._db is not None:
             self._db.close()
             self._db = None
 
     async def append(self, events: list[tuple[str, str]], now: float) -> list[bool]:
         """Make `events` ((id, JSON body) pairs) durable; for each, True when new, False when
-        a duplicate id. Returns only after the fsync covering them; raises JournalError when
-        it failed."""
-        rows = [(event_id, now, body) for event_id, body in events]
+        a duplicate id. Returns only after the fdatasync covering them; raises JournalError
+        when it failed."""
         done: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._pending.append((rows, done))
-        self._wake.set()
+        self._inbox.put(_Append([(event_id, now, body) for event_id, body in events], done))
         return await done
 
-    @staticmethod
-    def _insert(
-        db: sqlite3.Connection, rows: list[tuple[str, float, str]], window: float
-    ) -> list[bool]:
-        """Insert events; which were new. Multi-row statements keep the journal thread's
-        trips through the GIL few. rowcount counts the rows inserted (or taken over after the
-        window), not duplicates: when it falls short, undo and go row by row to learn which
-        ids were duplicates (rare). Two copies of one id in `rows`: the second is the
-        duplicate."""
-        if not rows:
-            return []
-        db.execute("SAVEPOINT request")
-        written = 0
-        for start in range(0, len(rows), CHUNK):
-            chunk = rows[start : start + CHUNK]
-            flat = [value for event_id, at, body in chunk for value in (event_id, at, body)]
-            written += db.execute(_upsert_many(len(chunk)), [*flat, chunk[0][1] - window]).rowcount
-        if written == len(rows):
-            db.execute("RELEASE request")
-            return [True] * len(rows)
-        db.execute("ROLLBACK TO request")
-        db.execute("RELEASE request")
-        return [
-            db.execute(UPSERT, (i, at, body, at - window)).rowcount == 1 for i, at, body in rows
-        ]
-
     def note(self, statement: str, *params: object) -> None:
-        """Queue a progress write (which automations fired, an action's outcome) for the next
-        commit: the journal's connection is the only writer of events, so the event loop
-        never waits for its lock, and progress rides on the commits events make anyway."""
-        self._notes.append((statement, params))
-        self._wake.set()
+        """Queue a progress write (which automations fired, an action's outcome): the
+        journal's connection is the only writer of events, so the event loop never waits
+        for its lock, and progress rides on the writes events make anyway."""
+        self._inbox.put(_Note(statement, params))
 
     def set_matched(self, event_id: str, automations: list[str], *, done: bool) -> None:
-        if done and not automations:  # the common case, written in bulk
-            self._done.append(event_id)
-            self._wake.set()
+        if done and not automations:  # the common case: usually written with the event
+            self._inbox.put(_Done(event_id))
             return
         self.note(
             "UPDATE events SET matched = ?, done = ? WHERE id = ?",
@@ -156,63 +264,196 @@ class Journal:
         )
 
     def set_done(self, event_id: str) -> None:
-        self._done.append(event_id)
-        self._wake.set()
+        self._inbox.put(_Done(event_id))
 
-    async def _commit_forever(self) -> None:
-        loop = asyncio.get_running_loop()
+    # --- the journal thread
+
+    def _run(self) -> None:
+        """Take everything queued since the last step: append the new events (one
+        fdatasync), answer their requests, and write to the database when it is due."""
+        closing = False
+        while not closing:
+            work = self._take(self._sleep())
+            appends: list[_Append] = []
+            for item in work:
+                if item is None:
+                    closing = True
+                elif isinstance(item, _Append):
+                    appends.append(item)
+                elif isinstance(item, _Note):
+                    self._notes.append(item)
+                else:
+                    self._done.add(item.event_id)
+            if appends:
+                try:
+                    outcome: list[list[bool]] | Exception = self._append(appends)
+                except Exception as exc:  # the thread must go on; the 503 says why
+                    log.error("cannot write the journal %s: %s", self.directory, exc)
+                    outcome = exc
+                self._settle_threadsafe(appends, outcome)
+            if (self._notes or self._done) and self._waiting_since is None:
+                self._waiting_since = time.monotonic()
+            self._write_when_due(force=closing)
+
+    def _take(self, timeout: float | None) -> list[_Append | _Note | _Done | None]:
+        try:
+            work = [self._inbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._pending = self._pending, []
-            notes, self._notes = self._notes, []
-            done, self._done = self._done, []
-            if not batch and not notes and not done:
-                continue
             try:
-                results = await loop.run_in_executor(self._thread, self._commit, batch, notes, done)
-            except (sqlite3.Error, OSError) as exc:
-                self.healthy = False
-                log.error("cannot write the journal %s: %s", self.path, exc)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(JournalError(str(exc)))
-                continue
-            self.healthy = True
-            if self._on_commit is not None:
-                self._on_commit(sum(len(rows) for rows, _ in batch))
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+                work.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return work
 
-    def _commit(
-        self,
-        batch: list[tuple[list[tuple[str, float, str]], asyncio.Future[list[bool]]]],
-        notes: list[tuple[str, tuple[object, ...]]],
-        done: list[str] | None = None,
-    ) -> list[list[bool]]:
-        """One transaction, one fsync, for every request of the batch (in the journal thread)."""
-        db = self._db
-        if db is None:
-            raise sqlite3.OperationalError("the journal is closed")
+    def _sleep(self) -> float | None:
+        """How long the thread may wait for work before a write or sync is due."""
+        now = time.monotonic()
+        due = []
+        if self._waiting_since is not None:
+            due.append(self._waiting_since + FLUSH_SECONDS)
+        if self._segment is not None and self._segment.size:
+            due.append(self._segment.opened + SYNC_SECONDS)
+        return max(0.0, min(due) - now) if due else None
+
+    def _append(self, appends: list[_Append]) -> list[list[bool]]:
+        """Decide duplicates, append the new events to the segment and fdatasync it."""
+        if len(self._unwritten) > MAX_UNWRITTEN:
+            raise JournalError("the state database has not been writable for a while")
+        rows = [row for append in appends for row in append.rows]
+        known = self._accepted_at({event_id for event_id, _, _ in rows})
+        window = self.dedup_window
+        fresh: list[bool] = []
+        new: dict[str, tuple[float, str]] = {}
+        for event_id, at, body in rows:
+            before = new.get(event_id) or self._unwritten.get(event_id)
+            earlier = before[0] if before is not None else known.get(event_id)
+            is_new = earlier is None or earlier < at - window
+            fresh.append(is_new)
+            if is_new:
+                new[event_id] = (at, body)
+        if new:
+            assert self._segment is not None
+            self._segment.append(b"".join(_record(i, at, body) for i, (at, body) in new.items()))
+            if self._waiting_since is None:
+                self._waiting_since = time.monotonic()
+            self._unwritten.update(new)
+        results = []
+        for append in appends:
+            results.append(fresh[: len(append.rows)])
+            fresh = fresh[len(append.rows) :]
+        return results
+
+    def _accepted_at(self, ids: set[str]) -> dict[str, float]:
+        """When each of `ids` already in the database was accepted."""
+        known: dict[str, float] = {}
+        listed = list(ids)
+        for start in range(0, len(listed), CHUNK):
+            chunk = listed[start : start + CHUNK]
+            marks = ", ".join(["?"] * len(chunk))
+            query = f"SELECT id, accepted FROM events WHERE id IN ({marks})"  # noqa: S608
+            known.update(self.db.execute(query, chunk).fetchall())
+        return known
+
+    def _settle_threadsafe(
+        self, appends: list[_Append], outcome: list[list[bool]] | Exception
+    ) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._settle, appends, outcome)
+
+    def _settle(self, appends: list[_Append], outcome: list[list[bool]] | Exception) -> None:
+        """On the event loop: answer the requests an append covered."""
+        if isinstance(outcome, Exception):
+            self.healthy = False
+            for append in appends:
+                if not append.future.done():
+                    append.future.set_exception(JournalError(str(outcome)))
+            return
+        self.healthy = True
+        written = sum(sum(result) for result in outcome)
+        if self._on_commit is not None and written:
+            self._on_commit(written)
+        for append, result in zip(appends, outcome, strict=True):
+            if not append.future.done():
+                append.future.set_result(result)
+
+    def _write_when_due(self, *, force: bool) -> None:
+        """Write events and progress to the database every FLUSH_SECONDS; sync it and let
+        the segments go every SYNC_SECONDS (both at once when closing)."""
+        now = time.monotonic()
+        segment = self._segment
+        if segment is None:
+            return
+        sync = (
+            force
+            or segment.size > SEGMENT_BYTES
+            or (segment.size > 0 and now - segment.opened > SYNC_SECONDS)
+        )
+        since = self._waiting_since
+        try:
+            if since is not None and (force or sync or now - since >= FLUSH_SECONDS):
+                self._write_pending()
+            if sync:
+                self._rotate(closing=force)
+        except (sqlite3.Error, OSError) as exc:  # kept in memory and segments; tried again
+            log.error("cannot write the journal's database %s: %s", self.path, exc)
+            if self._waiting_since is not None:
+                self._waiting_since = now
+            segment.opened = now  # no busy retrying: the next try is a while away
+
+    def _write_pending(self) -> None:
+        """Write what waits in memory to the database, in one transaction (not synced)."""
+        done = self._done
+        rows = [(i, at, body, int(i in done)) for i, (at, body) in self._unwritten.items()]
+        finished = [i for i in done if i not in self._unwritten]
+        self._write_events(rows, self._notes, finished)
+        self._unwritten = {}
+        self._notes = []
+        self._done = set()
+        self._waiting_since = None
+
+    def _write_events(
+        self, rows: list[tuple[str, float, str, int]], notes: list[_Note], done: list[str]
+    ) -> None:
+        db = self.db
         window = self.dedup_window
         db.execute("BEGIN IMMEDIATE")
         try:
-            # every request's rows in as few statements as possible: each statement is a
-            # trip through the GIL, which the busy event loop makes slow to get back
-            fresh = self._insert(db, [row for rows, _ in batch for row in rows], window)
-            results: list[list[bool]] = []
-            for rows, _ in batch:
-                results.append(fresh[: len(rows)])
-                fresh = fresh[len(rows) :]
-            for statement, values in notes:
-                db.execute(statement, values)
-            for start in range(0, len(done or []), CHUNK):
-                ids = (done or [])[start : start + CHUNK]
+            db.executemany(UPSERT, [(*row, window) for row in rows])
+            for statement, params in notes:
+                db.execute(statement, params)
+            for start in range(0, len(done), CHUNK):
+                ids = done[start : start + CHUNK]
                 marks = ", ".join(["?"] * len(ids))
                 db.execute(f"UPDATE events SET done = 1 WHERE id IN ({marks})", ids)  # noqa: S608
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        return results
+
+    def _sync_database(self) -> None:
+        """One fully synced commit: every commit before it is durable in the database."""
+        db = self.db
+        db.execute("PRAGMA synchronous=FULL")
+        try:
+            db.execute(
+                "INSERT INTO flags (name, value) VALUES ('journal.synced', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (str(time.time()),),
+            )
+        finally:
+            db.execute("PRAGMA synchronous=NORMAL")
+
+    def _rotate(self, *, closing: bool = False) -> None:
+        """Begin a new segment (none when closing), make the database durable, delete the
+        segments it covers (every event in them has been written to the database)."""
+        old = self._segment
+        assert old is not None
+        self._segment = None if closing else _Segment(self.directory / f"{old.number + 1:08d}.log")
+        old.close()
+        self._sync_database()
+        for path in self.directory.glob("*.log"):
+            if path.stem.isdigit() and (
+                self._segment is None or int(path.stem) < self._segment.number
+            ):
+                path.unlink()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import aiohttp
@@ -71,6 +73,35 @@ async def test_every_accepted_event_is_delivered_after_kill_9(tmp_path: Path) ->
     assert resumed
 
 
+async def test_segments_a_crash_left_are_recovered_on_start(tmp_path: Path) -> None:
+    """The segment files are what makes a 202 durable; the database is written from them a
+    moment later. A power loss can leave events in a segment that the database never got:
+    on start they are written into it and processed; an event the database already has
+    (here finished) is not processed again; a line torn by the crash is skipped, logged."""
+    async with receiver() as recv:
+        rules = rules_for(tmp_path, recv.url)
+        async with daemon(rules) as proc:
+            assert (await proc.post({"type": "job_done", "id": "kept"}))[0] == 202
+            await recv.wait_for(1)
+            assert await proc.stop() == 0
+        segments = tmp_path / "state.db-events"
+        assert not list(segments.glob("*.log"))  # a clean stop leaves none behind
+        now = time.time()
+        lost = json.dumps({"type": "job_done", "id": "lost", "time": "2026-11-27T10:00:00Z"})
+        kept = json.dumps({"type": "job_done", "id": "kept", "time": "2026-11-27T10:00:00Z"})
+        (segments / "00000007.log").write_text(
+            f'["lost",{now},{lost}]\n["kept",{now},{kept}]\n["torn",{now},{{"type":"jo'
+        )
+        async with daemon(rules) as proc:
+            await recv.wait_for(2)
+            await asyncio.sleep(0.5)  # time for a wrong third delivery to show
+            assert await proc.stop() == 0
+        assert any("recovered 2 events" in line for line in proc.log)
+        assert any("00000007.log:3: skipped a journal line" in line for line in proc.log)
+        assert not (segments / "00000007.log").exists()
+    assert [r.headers["X-PREFECT-EVENT-ID"] for r in recv.requests] == ["kept", "lost"]
+
+
 async def test_a_duplicate_id_is_accepted_but_not_processed_again(tmp_path: Path) -> None:
     async with receiver() as recv:
         rules = rules_for(tmp_path, recv.url)
@@ -97,6 +128,28 @@ async def test_a_duplicate_id_is_accepted_but_not_processed_again(tmp_path: Path
             assert answer == {"accepted": ["same"], "duplicates": ["same"], "duplicate": True}
             assert await proc.stop() == 0
     assert sorted(r.headers["X-PREFECT-EVENT-ID"] for r in recv.requests) == ["other", "same"]
+
+
+async def test_an_id_is_new_again_after_the_dedup_window(tmp_path: Path) -> None:
+    async with receiver() as recv:
+        rules = rules_for(tmp_path, recv.url, extra="state: {dedup_window: 1s}")
+        async with daemon(rules) as proc:
+            assert await proc.post({"type": "job_done", "id": "nightly"}) == (
+                202,
+                {"accepted": ["nightly"]},
+            )
+            assert await proc.post({"type": "job_done", "id": "nightly"}) == (
+                202,
+                {"accepted": ["nightly"], "duplicates": ["nightly"], "duplicate": True},
+            )
+            await asyncio.sleep(1.2)  # the window passes
+            assert await proc.post({"type": "job_done", "id": "nightly"}) == (
+                202,
+                {"accepted": ["nightly"]},
+            )
+            await recv.wait_for(2)
+            assert await proc.stop() == 0
+    assert [r.headers["X-PREFECT-EVENT-ID"] for r in recv.requests] == ["nightly", "nightly"]
 
 
 async def test_bearer_tokens(tmp_path: Path) -> None:
