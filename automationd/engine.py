@@ -550,7 +550,7 @@ class Engine:
             self._spawn(self.emit(made))
         fired: list[str] = []
         pending = 0
-        for automation, verdict in self.rules.index.judge_all(event):
+        for automation, verdict in self.rules.index.judge_candidates(event):
             if verdict.error:
                 log.warning("automation %s: %s: %s", automation.name, verdict.reason, verdict.error)
                 self.audit.write(

@@ -1,7 +1,11 @@
 """Which automations an event fires: an index by event type, then matchers, then the condition.
 
 An event only meets the automations selecting its type (exact names through a dict, `*`
-globs through a per-type cache), so a thousand automations on other types cost nothing.
+globs through a per-type cache), so a thousand automations on other types cost nothing. Among
+those, each automation is filed under the values of its first `match:` entry (when they are
+plain JSON scalars), so an event only meets the automations whose first matcher its own value
+at that path can meet, plus those with no such matcher: a thousand automations on one type,
+each for another flow, cost a dict lookup, not a thousand comparisons.
 """
 
 from __future__ import annotations
@@ -70,12 +74,59 @@ def judge(automation: Automation, event: Mapping[str, object]) -> Verdict:
     return FIRED
 
 
+Candidate = tuple[int, Automation]
+"""An automation with its position in the file (verdicts go in file order)."""
+
+
+def _hashable(value: object) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+@dataclass(frozen=True, slots=True)
+class _TypeIndex:
+    """The automations selecting one event type: those filed under the values of their first
+    matcher (path -> value -> automations), and the rest, which every event of the type
+    meets."""
+
+    by_value: dict[tuple[str, ...], dict[object, list[Candidate]]]
+    always: tuple[Candidate, ...]
+
+    @classmethod
+    def of(cls, candidates: list[Candidate]) -> _TypeIndex:
+        by_value: dict[tuple[str, ...], dict[object, list[Candidate]]] = {}
+        always = []
+        for candidate in candidates:
+            first = candidate[1].match[0] if candidate[1].match else None
+            if first is None or not all(_hashable(v) for v in first.values):
+                always.append(candidate)
+                continue
+            values = by_value.setdefault(first.path, {})
+            for value in set(first.values):
+                values.setdefault(value, []).append(candidate)
+        return cls(by_value, tuple(always))
+
+    def meeting(self, event: Mapping[str, object]) -> list[Automation]:
+        """The automations whose first matcher may hold for `event` (a superset: a value
+        equal in Python but not in JSON, `1` and `true`, is sorted out by `judge`), in file
+        order."""
+        found = list(self.always)
+        for path, values in self.by_value.items():
+            actual = lookup(event, path)
+            for item in actual if isinstance(actual, list) else (actual,):
+                if _hashable(item):
+                    found += values.get(item, ())
+        if len(found) > 1:  # one automation may be met through several items of a list
+            found = sorted({position: c for c in found for position in (c[0],)}.values())
+        return [automation for _, automation in found]
+
+
 class AutomationIndex:
-    """The enabled automations of one config, indexed by the event types they select."""
+    """The enabled automations of one config, indexed by the event types they select and
+    the values of their first matcher."""
 
     def __init__(self, automations: Sequence[Automation]) -> None:
-        self._exact: dict[str, list[tuple[int, Automation]]] = {}
-        self._globs: list[tuple[int, Automation]] = []
+        self._exact: dict[str, list[Candidate]] = {}
+        self._globs: list[Candidate] = []
         for position, automation in enumerate(automations):
             if not automation.enabled:
                 continue
@@ -84,10 +135,9 @@ class AutomationIndex:
             else:
                 for event_type in automation.on:
                     self._exact.setdefault(event_type, []).append((position, automation))
-        self.candidates = lru_cache(maxsize=4096)(self._candidates)
+        self._of_type = lru_cache(maxsize=4096)(self._type_index)
 
-    def _candidates(self, event_type: str) -> tuple[Automation, ...]:
-        """The automations selecting `event_type`, in file order."""
+    def _type_index(self, event_type: str) -> _TypeIndex:
         found = list(self._exact.get(event_type, ()))
         found += [
             (position, automation)
@@ -95,13 +145,15 @@ class AutomationIndex:
             if any(fnmatchcase(event_type, pattern) for pattern in automation.on)
         ]
         found.sort(key=lambda pair: pair[0])
-        return tuple(automation for _, automation in found)
+        return _TypeIndex.of(found)
 
-    def judge_all(self, event: Mapping[str, object]) -> list[tuple[Automation, Verdict]]:
-        """Every candidate automation of the event's type with its verdict, in file order."""
+    def judge_candidates(self, event: Mapping[str, object]) -> list[tuple[Automation, Verdict]]:
+        """The verdicts of the automations that may fire for the event, in file order; every
+        other automation has been ruled out by its type or first matcher."""
         event_type = event.get("type")
         if not isinstance(event_type, str):
             return []
         return [
-            (automation, judge(automation, event)) for automation in self.candidates(event_type)
+            (automation, judge(automation, event))
+            for automation in self._of_type(event_type).meeting(event)
         ]

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from automationd.config import parse_config
+from automationd.config import Automation, Matcher, parse_config
 from automationd.jmescompile import is_truthy
-from automationd.matching import AutomationIndex
+from automationd.matching import AutomationIndex, judge
+
+
+def automations(rules: str) -> tuple[Automation, ...]:
+    text = "version: 1\nautomations:\n" + textwrap.indent(textwrap.dedent(rules), "  ")
+    return parse_config(text.encode(), Path("/r.yaml")).automations
 
 
 def index(rules: str) -> AutomationIndex:
-    text = "version: 1\nautomations:\n" + textwrap.indent(textwrap.dedent(rules), "  ")
-    return AutomationIndex(parse_config(text.encode(), Path("/r.yaml")).automations)
+    return AutomationIndex(automations(rules))
 
 
 def fired(idx: AutomationIndex, event: Mapping[str, object]) -> list[str]:
-    return [a.name for a, verdict in idx.judge_all(event) if verdict.fired]
+    return [a.name for a, verdict in idx.judge_candidates(event) if verdict.fired]
 
 
 HOOK = "actions: [{webhook: {url: 'http://127.0.0.1:1/'}}]"
@@ -35,8 +42,8 @@ def test_only_automations_of_the_event_type_are_met_and_all_fire_in_file_order()
     """)
     event = {"type": "flow_run_state_change", "state": "Crashed"}
     assert fired(idx, event) == ["glob-first", "failed", "any"]
-    assert [a.name for a in idx.candidates("agent_heartbeat")] == ["other-type", "any"]
-    assert [a.name for a in idx.candidates("deploy")] == ["any"]
+    assert fired(idx, {"type": "agent_heartbeat"}) == ["other-type", "any"]
+    assert fired(idx, {"type": "deploy"}) == ["any"]
 
 
 def test_matchers_on_nested_paths_lists_and_json_types() -> None:
@@ -56,10 +63,11 @@ def test_matchers_on_nested_paths_lists_and_json_types() -> None:
 
 
 def test_non_match_says_why() -> None:
-    idx = index(f"""\
-        - {{name: a, on: [job], match: {{state: [Failed]}}, {HOOK}}}
-    """)
-    ((_, verdict),) = idx.judge_all({"type": "job", "state": "Running"})
+    rules = f"- {{name: a, on: [job], match: {{state: [Failed]}}, {HOOK}}}"
+    event = {"type": "job", "state": "Running"}
+    assert index(rules).judge_candidates(event) == []  # ruled out by the index, unjudged
+    (automation,) = automations(rules)
+    verdict = judge(automation, event)
     assert not verdict.fired
     assert verdict.reason == "match state: expected one of ['Failed'], saw 'Running'"
 
@@ -72,7 +80,7 @@ def test_conditions_use_jmespath_truthiness() -> None:
     """)
     assert fired(idx, {"type": "job", "count": 0, "tags": ["prod"]}) == ["count", "prod"]
     assert fired(idx, {"type": "job", "count": None}) == []
-    verdicts = {a.name: v for a, v in idx.judge_all({"type": "job", "count": 3})}
+    verdicts = {a.name: v for a, v in idx.judge_candidates({"type": "job", "count": 3})}
     assert not verdicts["bad-type"].fired
     assert "invalid type" in verdicts["bad-type"].error
 
@@ -92,3 +100,43 @@ def test_conditions_use_jmespath_truthiness() -> None:
 )
 def test_is_truthy(value: object, truthy: bool) -> None:
     assert is_truthy(value) is truthy
+
+
+SCALARS = st.sampled_from([0, 1, 1.0, True, False, None, "a", "b", "1", ""])
+PATHS = st.sampled_from([("flow_name",), ("tags",), ("labels", "env")])
+
+
+@st.composite
+def matchers(draw: st.DrawFn) -> Matcher:
+    values = draw(st.lists(SCALARS | st.lists(SCALARS, max_size=2), min_size=1, max_size=3))
+    return Matcher(draw(PATHS), tuple(values))
+
+
+EVENT_VALUES = SCALARS | st.lists(SCALARS | st.dictionaries(st.just("x"), SCALARS), max_size=3)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.lists(matchers(), max_size=2), min_size=1, max_size=8),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "flow_name": EVENT_VALUES,
+            "tags": EVENT_VALUES,
+            "labels": st.fixed_dictionaries({}, optional={"env": EVENT_VALUES}) | SCALARS,
+        },
+    ),
+)
+def test_the_value_index_fires_exactly_what_judging_every_automation_fires(
+    match_lists: list[list[Matcher]], event: dict[str, object]
+) -> None:
+    """No false negatives, nothing out of order: the index only skips automations that
+    could not have fired (values equal in Python but not in JSON, 1 and true, included)."""
+    (template,) = automations(f"- {{name: t, on: [job], {HOOK}}}")
+    every = [
+        dataclasses.replace(template, name=f"a{i}", match=tuple(match))
+        for i, match in enumerate(match_lists)
+    ]
+    event = {"type": "job", **event}
+    expected = [a.name for a in every if judge(a, event).fired]
+    assert fired(AutomationIndex(every), event) == expected
