@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -348,8 +349,19 @@ _ids = random.Random()  # seeded from os.urandom; ids must be unique, not unpred
 
 
 def new_id() -> str:
-    """A random (version 4) UUID, without the system call uuid.uuid4() makes per id."""
-    return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
+    """A time-ordered (version 7, RFC 9562) UUID: 48 bits of Unix milliseconds, then 74
+    random bits (without the system call uuid.uuid4() makes per id). Ids made one after
+    another sort together, so the state store's index takes them at its end, not on a random
+    page each."""
+    random_bits = _ids.getrandbits(74)
+    value = (
+        (time.time_ns() // 1_000_000) << 80
+        | 0x7 << 76
+        | (random_bits >> 62) << 64
+        | 0b10 << 62
+        | random_bits & ((1 << 62) - 1)
+    )
+    return str(uuid.UUID(int=value))
 
 
 def _check_timestamp(name: str, value: object) -> datetime:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -10,6 +12,7 @@ from automationd.events import (
     EventError,
     EventType,
     EventTypeResolver,
+    new_id,
     normalise,
     parse_json,
     split_batch,
@@ -167,3 +170,15 @@ def test_contract_violations_name_the_field(raw: object, words: str, field: str 
         normalise(raw, RESOLVE, NOW)
     assert words in caught.value.message
     assert caught.value.field == field
+
+
+def test_generated_ids_are_time_ordered_version_7_uuids() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [new_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    parsed = [uuid.UUID(i) for i in ids]
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    stamps = [u.int >> 80 for u in parsed]
+    assert before <= min(stamps) <= max(stamps) <= after
+    assert stamps == sorted(stamps)  # made one after another: in time order
+    assert len(set(ids)) == len(ids)
