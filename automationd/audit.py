@@ -3,7 +3,7 @@
 Records are written whole (one `write` of one line, then a flush), so a reader tailing the
 file never sees half a record, and a crash loses at most what the OS had not yet written
 (see `fsync`: `always` syncs every record, `batch` at most once a second, `never` leaves it
-to the OS).
+to the OS). The records written in one turn of the event loop carry the time of the first.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class AuditLog:
         self._file: TextIO | None = None
         self._dirty = False
         self._buffer: list[str] = []
+        self._stamp = ""
         self._flush_scheduled = False
         self.healthy = False
         """Whether the last write reached the file (GET /readyz)."""
@@ -52,7 +53,9 @@ class AuditLog:
         (each still a whole line); a failing disk is logged, counted and survived."""
         if "time" in fields or "kind" in fields:
             raise ValueError("'time' and 'kind' are the audit record's own fields")
-        record = {"time": format_timestamp(self._clock()), "kind": kind, **fields}
+        if not self._buffer:  # the records of one turn of the loop carry its time
+            self._stamp = format_timestamp(self._clock())
+        record = {"time": self._stamp, "kind": kind, **fields}
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
         if raw:
             line = line[:-1] + "".join(f',"{key}":{value}' for key, value in raw.items()) + "}"

@@ -8,6 +8,7 @@ malformed input into an `EventError` naming the field instead of an exception de
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -140,8 +141,10 @@ def readable_name(event_type: str) -> str:
     return words[:1].upper() + words[1:] if words else event_type
 
 
+@functools.lru_cache(maxsize=4096)
 def custom_type(event_type: str) -> EventType:
-    """An undeclared custom type: any attribute, `{type}` as its message."""
+    """An undeclared custom type: any attribute, `{type}` as its message (made once per name
+    while it is in use: the names come from senders, so the cache is bounded)."""
     return EventType(event_type, readable_name(event_type), Template.parse("{type}"), None)
 
 
@@ -215,9 +218,30 @@ def parse_json(body: bytes) -> object:
         raise EventError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
         raise EventError(f"malformed JSON: {exc}") from None
-    if body.count(b"[") + body.count(b"{") > MAX_DEPTH or _SURROGATE_ESCAPE.search(body):
-        _check_tree(value)
+    if _SURROGATE_ESCAPE.search(body) or (
+        body.count(b"[") + body.count(b"{") > MAX_DEPTH and _nesting(body) > MAX_DEPTH
+    ):
+        _check_tree(value)  # finds the offending value and names its path
     return value
+
+
+_STRUCTURE = bytes(range(256)).translate(None, b'[]{}"\\')
+"""Every byte but brackets, quotes and backslashes: what `_nesting` drops first."""
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _nesting(body: bytes) -> int:
+    """How deeply the brackets of a JSON text that parsed nest (brackets inside strings do
+    not count): the depth check of a batch without walking every value of it."""
+    brackets = _STRING.sub(b"", body.translate(None, _STRUCTURE))
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 def _check_tree(root: object) -> None:
@@ -317,6 +341,12 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+@functools.lru_cache(maxsize=4)
+def _formatted(moment: datetime) -> str:
+    """format_timestamp for the time of a request, once for all the events of a batch."""
+    return format_timestamp(moment)
+
+
 def parse_timestamp(text: str) -> datetime:
     """An RFC 3339 timestamp with its offset; raises ValueError otherwise."""
     moment = datetime.fromisoformat(text)
@@ -403,7 +433,7 @@ def normalise(
         )
     stamp = event.get("timestamp")
     if stamp is None:
-        event["timestamp"] = format_timestamp(now)
+        event["timestamp"] = _formatted(now)
     else:
         event["timestamp"] = format_timestamp(_check_timestamp("timestamp", stamp))
     for name in ("event_name", "message", "tenant_id", "tenant_slug"):
