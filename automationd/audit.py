@@ -9,7 +9,6 @@ to the OS). The records written in one turn of the event loop carry the time of 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -17,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from automationd import jsontext
 from automationd.events import format_timestamp
 
 log = logging.getLogger("automationd.audit")
@@ -56,7 +56,7 @@ class AuditLog:
         if not self._buffer:  # the records of one turn of the loop carry its time
             self._stamp = format_timestamp(self._clock())
         record = {"time": self._stamp, "kind": kind, **fields}
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+        line = jsontext.dumps(record, default=str)
         if raw:
             line = line[:-1] + "".join(f',"{key}":{value}' for key, value in raw.items()) + "}"
         if self._file is None:

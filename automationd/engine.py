@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 import logging
 import random
 import sqlite3
@@ -23,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from automationd import __version__
+from automationd import __version__, jsontext
 from automationd.actions import Action, ActionContext, ActionError, Services
 from automationd.audit import AuditLog
 from automationd.config import Automation, Config, ConfigError, parse_config
@@ -386,7 +385,7 @@ class Engine:
                 raise EventError(f"event {i} of the batch: {exc.message}", where, i) from None
         if source == "http" and self.backlog + len(events) > rules.config.server.queue_size:
             raise Busy(len(events))
-        bodies = [json.dumps(e, ensure_ascii=False, separators=(",", ":")) for e in events]
+        bodies = [jsontext.dumps(e) for e in events]
         self._reserved += len(events)
         try:
             fresh = [True] * len(events)

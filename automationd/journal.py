@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from automationd import jsontext
 from automationd.state import StateError
 
 log = logging.getLogger("automationd.journal")
@@ -114,7 +115,7 @@ def _sync_directory(path: Path) -> None:
 
 def _record(event_id: str, accepted: float, body: str) -> bytes:
     """One journal line: `[id, accepted, event]`, the event being the body's JSON as is."""
-    return f"{json.dumps([event_id, accepted])[:-1]},{body}]\n".encode()
+    return f"{jsontext.dumps([event_id, accepted])[:-1]},{body}]\n".encode()
 
 
 def _records(path: Path) -> list[tuple[str, float, str]]:
@@ -125,7 +126,7 @@ def _records(path: Path) -> list[tuple[str, float, str]]:
             continue
         try:
             event_id, accepted, event = json.loads(line)
-            body = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+            body = jsontext.dumps(event)
             rows.append((str(event_id), float(accepted), body))
         except (ValueError, TypeError):
             log.warning("%s:%d: skipped a journal line that does not parse", path, number)
