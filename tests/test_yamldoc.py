@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from automationd import yamldoc
@@ -49,3 +51,19 @@ def test_problems_are_located(text: str, line: int, column: int, words: str) -> 
     (problem,) = caught.value.problems
     assert problem.position == yamldoc.Position(line, column)
     assert words in problem.message
+
+
+TEXTS = [
+    (Path(__file__).parent.parent / "rules.example.yaml").read_text(),
+    "a: yes\nb: [1, 0x1F, 1e3, .inf, ~, 2026-11-27, 1:30]\nc:\n  d: 'é ✓ x'\n  e: |\n    two\n    lines\n",
+    "# comment\nlist:\n  - {name: ünï, on: [x]}\n  - &anchor {k: v}\n  - *anchor\nmerged: {<<: {m: 1}, n: 2}\n",
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_libyaml_gives_the_same_values_and_places_as_the_python_parser(text: str) -> None:
+    fast = yamldoc._load(text, yamldoc._FastLoader)
+    slow = yamldoc._load(text, yamldoc._Loader)
+    assert fast.data == slow.data
+    assert fast.values == slow.values
+    assert fast.keys == slow.keys
