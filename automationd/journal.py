@@ -232,6 +232,8 @@ class Journal:
         """Make `events` ((id, JSON body) pairs) durable; for each, True when new, False when
         a duplicate id. Returns only after the fdatasync covering them; raises JournalError
         when it failed."""
+        if self._thread is None or not self._thread.is_alive():
+            raise JournalError("the journal is not running")
         done: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
         self._inbox.put(_Append([(event_id, now, body) for event_id, body in events], done))
         return await done
@@ -396,7 +398,7 @@ class Journal:
                 self._write_pending()
             if sync:
                 self._rotate(closing=force)
-        except (sqlite3.Error, OSError) as exc:  # kept in memory and segments; tried again
+        except Exception as exc:  # kept in memory and segments; tried again
             log.error("cannot write the journal's database %s: %s", self.path, exc)
             if self._waiting_since is not None:
                 self._waiting_since = now

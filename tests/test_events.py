@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import UTC, datetime
@@ -182,3 +183,15 @@ def test_generated_ids_are_time_ordered_version_7_uuids() -> None:
     assert before <= min(stamps) <= max(stamps) <= after
     assert stamps == sorted(stamps)  # made one after another: in time order
     assert len(set(ids)) == len(ids)
+
+
+def test_a_batch_is_checked_for_depth_by_its_brackets_and_the_deep_event_is_named() -> None:
+    shallow = [{"type": "a", "s": "[[[[{{{{" * 10, "x": {"y": [1, {"z": 2}]}} for _ in range(100)]
+    assert parse_json(json.dumps(shallow).encode()) == shallow  # brackets in strings: text
+    deep: object = 1
+    for _ in range(33):
+        deep = {"a": deep}
+    batch = [*shallow[:57], {"type": "a", "n": deep}, *shallow[:3]]
+    with pytest.raises(EventError, match="nested deeper than 32") as raised:
+        parse_json(json.dumps(batch).encode())
+    assert raised.value.field == "[57].n" + ".a" * 31
