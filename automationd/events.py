@@ -13,7 +13,6 @@ import json
 import random
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -391,7 +390,8 @@ def new_id() -> str:
         | 0b10 << 62
         | random_bits & ((1 << 62) - 1)
     )
-    return str(uuid.UUID(int=value))
+    text = f"{value:032x}"  # str(uuid.UUID(int=value)) without building the object
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _check_timestamp(name: str, value: object) -> datetime:

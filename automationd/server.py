@@ -105,20 +105,23 @@ async def engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await app[ENGINE].stop()
 
 
+def _too_large(limit: int) -> web.Response:
+    return error(413, f"the body is larger than server.max_body_bytes ({limit} bytes)")
+
+
 async def post_events(request: web.Request) -> web.Response:
     """Accept one event object or an array of them; 202 with their ids."""
     engine = request.app[ENGINE]
     rejected = engine.metrics.events_rejected
     limit = engine.config.server.max_body_bytes
-    too_large = error(413, f"the body is larger than server.max_body_bytes ({limit} bytes)")
     if request.content_length is not None and request.content_length > limit:
         rejected.labels("too_large").inc()
-        return too_large
+        return _too_large(limit)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         rejected.labels("too_large").inc()
-        return too_large
+        return _too_large(limit)
     try:
         events, batch = _events_of(request, body)
     except EventError as exc:
