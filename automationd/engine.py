@@ -408,7 +408,7 @@ class Engine:
                 source=source,
             )
             self._queue.put_nowait(event)
-            self.metrics.events_received.labels(self.metrics.type_label(str(event["type"]))).inc()
+            self.metrics.received(str(event["type"]))
         return Ingested([str(event["id"]) for event in events], duplicates)
 
     def _subscribe(self, config: Config) -> None:

@@ -112,10 +112,22 @@ class Metrics:
             registry=r,
         )
         self._known_types: frozenset[str] = frozenset()
+        self._received: dict[str, Counter] = {}
 
     def know_types(self, types: Iterable[str]) -> None:
         """The event types that get their own `type` label value."""
         self._known_types = frozenset(types)
+        self._received = {}
+
+    def received(self, event_type: str) -> None:
+        """Count one accepted event (its labelled counter found once per type, not per
+        event: `labels()` takes a lock and builds a key each time)."""
+        counter = self._received.get(event_type)
+        if counter is None:
+            counter = self.events_received.labels(self.type_label(event_type))
+            if len(self._received) < 10_000:  # type names come from senders
+                self._received[event_type] = counter
+        counter.inc()
 
     def type_label(self, event_type: str) -> str:
         return event_type if event_type in self._known_types else "other"

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from automationd import __version__
+from automationd import __version__, jsontext
 from automationd.engine import Busy, Engine
 from automationd.events import (
     EventError,
@@ -146,7 +146,7 @@ async def post_events(request: web.Request) -> web.Response:
     if ingested.duplicates:
         answer["duplicates"] = ingested.duplicates
         answer["duplicate"] = len(ingested.duplicates) == len(ingested.ids)
-    return web.json_response(answer, status=202)
+    return web.Response(text=jsontext.dumps(answer), status=202, content_type="application/json")
 
 
 def _events_of(request: web.Request, body: bytes) -> tuple[list[object], bool]:
