@@ -218,29 +218,29 @@ def parse_json(body: bytes) -> object:
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
         raise EventError(f"malformed JSON: {exc}") from None
     if _SURROGATE_ESCAPE.search(body) or (
-        body.count(b"[") + body.count(b"{") > MAX_DEPTH and _nesting(body) > MAX_DEPTH
+        body.count(b"[") + body.count(b"{") > MAX_DEPTH and _nests_deeper(body, MAX_DEPTH)
     ):
         _check_tree(value)  # finds the offending value and names its path
     return value
 
 
 _STRUCTURE = bytes(range(256)).translate(None, b'[]{}"\\')
-"""Every byte but brackets, quotes and backslashes: what `_nesting` drops first."""
+"""Every byte but brackets, quotes and backslashes: what `_nests_deeper` drops first."""
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_INNERMOST = re.compile(rb"[\[{][\]}]")
 
 
-def _nesting(body: bytes) -> int:
-    """How deeply the brackets of a JSON text that parsed nest (brackets inside strings do
-    not count): the depth check of a batch without walking every value of it."""
+def _nests_deeper(body: bytes, limit: int) -> bool:
+    """Whether the brackets of a JSON text that parsed nest deeper than `limit` (brackets
+    inside strings do not count): the depth check of a batch without walking every value.
+    Without strings and scalars only brackets are left; each pass removes the innermost
+    pairs, one level of every container."""
     brackets = _STRING.sub(b"", body.translate(None, _STRUCTURE))
-    depth = deepest = 0
-    for byte in brackets:
-        if byte in b"[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = _INNERMOST.sub(b"", brackets)
+    return bool(brackets)
 
 
 def _check_tree(root: object) -> None:

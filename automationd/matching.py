@@ -51,14 +51,18 @@ class Verdict:
 
 
 FIRED = Verdict(True)
+MISSED = Verdict(False, "missed")
 
 
-def judge(automation: Automation, event: Mapping[str, object]) -> Verdict:
+def judge(automation: Automation, event: Mapping[str, object], *, why: bool = True) -> Verdict:
     """Matchers in file order, then the condition. A condition that fails to evaluate (e.g. a
     function given the wrong type, or jmespath ordering a number against a string, which it
-    lets through as Python's TypeError) does not fire and says why in `error`."""
+    lets through as Python's TypeError) does not fire and says why in `error`. With `why`
+    false, a plain miss comes without its reason (matching every event has no use for it)."""
     for matcher in automation.match:
         if not matcher_holds(matcher, event):
+            if not why:
+                return MISSED
             seen = lookup(event, matcher.path)
             expected = list(matcher.values)
             return Verdict(
@@ -70,6 +74,8 @@ def judge(automation: Automation, event: Mapping[str, object]) -> Verdict:
         except (jmespath.exceptions.JMESPathError, TypeError) as exc:
             return Verdict(False, f"condition {automation.when!r} failed", error=str(exc))
         if not is_truthy(result):
+            if not why:
+                return MISSED
             return Verdict(False, f"condition {automation.when!r} gave {result!r}")
     return FIRED
 
@@ -149,11 +155,12 @@ class AutomationIndex:
 
     def judge_candidates(self, event: Mapping[str, object]) -> list[tuple[Automation, Verdict]]:
         """The verdicts of the automations that may fire for the event, in file order; every
-        other automation has been ruled out by its type or first matcher."""
+        other automation has been ruled out by its type or first matcher. A miss says no more
+        than that (`judge` says why); an error says what failed."""
         event_type = event.get("type")
         if not isinstance(event_type, str):
             return []
         return [
-            (automation, judge(automation, event))
+            (automation, judge(automation, event, why=False))
             for automation in self._of_type(event_type).meeting(event)
         ]
