@@ -47,10 +47,11 @@ log = logging.getLogger("automationd.journal")
 UPSERT = (
     "INSERT INTO events (id, accepted, body, done) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (id) DO UPDATE SET accepted = excluded.accepted, body = excluded.body, "
-    "matched = NULL, done = excluded.done WHERE events.accepted < excluded.accepted - ?"
+    "matched = NULL, done = excluded.done WHERE events.accepted < excluded.accepted - {window!r}"
 )
 """Insert, or take the id over when its earlier use is older than the dedup window (the
-append decided so); an id already there within the window keeps its row."""
+append decided so); an id already there within the window keeps its row. The window (a
+float) is written into the statement: one parameter less per row."""
 CHUNK = 500
 """Ids per `IN (...)` list."""
 FLUSH_SECONDS = 0.05
@@ -139,6 +140,7 @@ class _Append(NamedTuple):
 
 
 class _Note(NamedTuple):
+    event_id: str
     statement: str
     params: tuple[object, ...]
 
@@ -156,6 +158,7 @@ class Journal:
         self.path = path
         self._on_commit = on_commit
         self.dedup_window = dedup_window
+        self._upsert = UPSERT.format(window=float(dedup_window))
         self.healthy = False
         self._db: sqlite3.Connection | None = None
         self._inbox: queue.SimpleQueue[_Append | _Note | _Done | None] = queue.SimpleQueue()
@@ -238,17 +241,18 @@ class Journal:
         self._inbox.put(_Append([(event_id, now, body) for event_id, body in events], done))
         return await done
 
-    def note(self, statement: str, *params: object) -> None:
-        """Queue a progress write (which automations fired, an action's outcome): the
-        journal's connection is the only writer of events, so the event loop never waits
-        for its lock, and progress rides on the writes events make anyway."""
-        self._inbox.put(_Note(statement, params))
+    def _note(self, event_id: str, statement: str, *params: object) -> None:
+        """Queue a progress write about an event (which automations fired, an action's
+        outcome): the journal's connection is the only writer of events, so the event loop
+        never waits for its lock, and progress rides on the writes events make anyway."""
+        self._inbox.put(_Note(event_id, statement, params))
 
     def set_matched(self, event_id: str, automations: list[str], *, done: bool) -> None:
         if done and not automations:  # the common case: usually written with the event
             self._inbox.put(_Done(event_id))
             return
-        self.note(
+        self._note(
+            event_id,
             "UPDATE events SET matched = ?, done = ? WHERE id = ?",
             json.dumps(automations),
             int(done),
@@ -256,7 +260,8 @@ class Journal:
         )
 
     def set_outcome(self, event_id: str, automation: str, index: int, outcome: str) -> None:
-        self.note(
+        self._note(
+            event_id,
             "INSERT INTO action_outcomes (event_id, automation, action_index, outcome) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (event_id, automation, action_index) "
             "DO UPDATE SET outcome = excluded.outcome",
@@ -407,8 +412,15 @@ class Journal:
     def _write_pending(self) -> None:
         """Write what waits in memory to the database, in one transaction (not synced)."""
         done = self._done
-        rows = [(i, at, body, int(i in done)) for i, (at, body) in self._unwritten.items()]
-        finished = [i for i in done if i not in self._unwritten]
+        noted = {note.event_id for note in self._notes}
+        # an event finished before it is written goes in finished, and without its body
+        # (nothing reads it again: only its id, for duplicates); one with progress notes is
+        # marked finished after them, as they set `done` too
+        rows = [
+            (i, at, "", 1) if i in done and i not in noted else (i, at, body, 0)
+            for i, (at, body) in self._unwritten.items()
+        ]
+        finished = [i for i in done if i in noted or i not in self._unwritten]
         self._write_events(rows, self._notes, finished)
         self._unwritten = {}
         self._notes = []
@@ -419,11 +431,10 @@ class Journal:
         self, rows: list[tuple[str, float, str, int]], notes: list[_Note], done: list[str]
     ) -> None:
         db = self.db
-        window = self.dedup_window
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(UPSERT, [(*row, window) for row in rows])
-            for statement, params in notes:
+            db.executemany(self._upsert, rows)
+            for _, statement, params in notes:
                 db.execute(statement, params)
             for start in range(0, len(done), CHUNK):
                 ids = done[start : start + CHUNK]
