@@ -276,6 +276,12 @@ async def sampled_rss(server: Server, running: asyncio.Task[Wrk]) -> float:
 class Results:
     values: dict[str, list[float]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
+    pooled: dict[str, list[float]] = field(default_factory=dict)
+
+    def percentile(self, name: str, share: float) -> float:
+        """A percentile of the samples of every round together (ms)."""
+        samples = sorted(self.pooled.get(name, []))
+        return samples[int(share * (len(samples) - 1))] * 1000 if samples else float("nan")
 
     def add(self, name: str, value: float) -> None:
         self.values.setdefault(name, []).append(value)
@@ -344,9 +350,9 @@ def record(results: Results, name: str, got: Wrk, batch: int) -> None:
 
 
 async def latency_round(results: Results, rate: float, seconds: float, work: Path) -> None:
-    """Open-loop load at `rate` events/s; 1 in 10 fires a webhook (for enough samples of the
-    tail) carrying its send time, to bench/receiver.py (a process of its own on the load
-    CPU)."""
+    """Open-loop load at `rate` events/s, the mix of the ingest scenarios (1 in 100 fires a
+    webhook) carrying its send time, to bench/receiver.py (a process of its own on the load
+    CPU). The delays of all rounds are pooled for the percentiles."""
     async with contextlib.AsyncExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=work)))
         port = free_port()
@@ -378,7 +384,7 @@ async def latency_round(results: Results, rate: float, seconds: float, work: Pat
                     if due >= end:
                         return
                     await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                    body = json.dumps(event(n, 100, n % 10 == 0, sent=time.time())).encode()
+                    body = json.dumps(event(n, 100, n % 100 == 0, sent=time.time())).encode()
                     writer.write(
                         b"POST /events HTTP/1.1\r\nHost: bench\r\n"
                         b"Content-Type: application/json\r\n"
@@ -395,7 +401,7 @@ async def latency_round(results: Results, rate: float, seconds: float, work: Pat
 
         await asyncio.gather(*(sender() for _ in range(128)))
         delays: list[float] = []
-        expected = sum(1 for n in range(sent) if n % 10 == 0)
+        expected = sum(1 for n in range(sent) if n % 100 == 0)
         async with aiohttp.ClientSession() as session:
             deadline = time.perf_counter() + 10
             while len(delays) < expected and time.perf_counter() < deadline:
@@ -403,6 +409,7 @@ async def latency_round(results: Results, rate: float, seconds: float, work: Pat
                     delays += await response.json()
                 await asyncio.sleep(0.1)
     results.add("latency rate", sent / seconds)
+    results.pooled.setdefault("latency", []).extend(delays)
     delays.sort()
     results.add("latency p50", delays[len(delays) // 2] * 1000)
     results.add("latency p99", delays[int(0.99 * (len(delays) - 1))] * 1000)
@@ -521,8 +528,17 @@ def report(results: Results, args: argparse.Namespace) -> None:
             )
         rows.append((f"Alertmanager, {label}", results.cell(f"alertmanager {kind}"), "alerts/s"))
     rows += [
-        ("event-to-webhook p50 at half load", results.cell("latency p50", ".1f"), "ms"),
-        ("event-to-webhook p99 at half load", results.cell("latency p99", ".1f"), "ms"),
+        (
+            "event-to-webhook p50 at half load, all rounds (per round)",
+            f"{results.percentile('latency', 0.5):.1f} ({results.cell('latency p50', '.1f')})",
+            "ms",
+        ),
+        (
+            "event-to-webhook p99 at half load, all rounds (per round)",
+            f"{results.percentile('latency', 0.99):.1f} ({results.cell('latency p99', '.1f')})",
+            "ms",
+        ),
+        ("  (webhooks timed)", f"{len(results.pooled.get('latency', []))}", ""),
         ("  (the rate sent)", results.cell("latency rate"), "ev/s"),
         ("actions delivered to a local webhook", results.cell("actions"), "actions/s"),
         ("start to ready, 100 automations", results.cell("ready 100", ".2f"), "s"),
@@ -581,8 +597,8 @@ def report(results: Results, args: argparse.Namespace) -> None:
         (
             "event-to-webhook p99 at half load",
             "<= 10 ms",
-            f"{results.median('latency p99'):.1f} ms",
-            results.median("latency p99") <= 10,
+            f"{results.percentile('latency', 0.99):.1f} ms",
+            results.percentile("latency", 0.99) <= 10,
         ),
         (
             "ready after start (100 automations)",
