@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import hashlib
 import logging
 import random
@@ -234,6 +235,7 @@ class Engine:
         )
         self._resume()
         self._subscribe(config)
+        settle_heap()
 
     async def stop(self) -> None:
         """Stop the Prefect subscription and firing deadlines, match what is queued, let
@@ -316,6 +318,7 @@ class Engine:
                 "config.applied", path=str(path), sha256=sha256, trigger=trigger, **changes
             )
             log.info("reloaded %s (%s): %s", path, trigger, _describe(changes))
+            settle_heap()  # the old rules' cycles go; the new ones are set aside
             return ReloadOutcome(now, trigger, "applied", sha256, changes=changes)
         finally:
             self.notifier.ready(self.status())
@@ -789,6 +792,17 @@ class Engine:
                 event_id,
                 exc,
             )
+
+
+def settle_heap() -> None:
+    """Collect once and set aside (gc.freeze) what is left: the libraries, the rules, the
+    daemon's long-lived objects. Under load the collector runs a full pass about once a
+    second; it then walks only what the traffic made (measured: 0.6 ms instead of 17-27 ms,
+    a pause every request waiting at that moment shared). Objects set aside are still freed
+    when no longer referenced; only their cycles wait for the next call (each reload)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _describe(changes: Mapping[str, object]) -> str:
