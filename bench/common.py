@@ -6,12 +6,20 @@ import asyncio
 import os
 import re
 import shutil
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiohttp import web
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server started with a fixed port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def pinned(cpu: int) -> list[str]:

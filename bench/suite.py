@@ -41,20 +41,12 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from common import pinned, running_receiver
+from common import free_port, pinned, running_receiver
 
 HERE = Path(__file__).resolve().parent
 SERVER_CPU, LOAD_CPU = 0, 1
 SIZES = (10, 100, 10_000)
 TYPES = 10
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # --- what is sent
