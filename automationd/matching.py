@@ -122,7 +122,7 @@ class _TypeIndex:
                 if _hashable(item):
                     found += values.get(item, ())
         if len(found) > 1:  # one automation may be met through several items of a list
-            found = sorted({position: c for c in found for position in (c[0],)}.values())
+            found = sorted({candidate[0]: candidate for candidate in found}.values())
         return [automation for _, automation in found]
 
 
