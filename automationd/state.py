@@ -5,8 +5,9 @@ every write is committed at once and survives the process being killed; only a p
 can take the last few commits. The SQL is kept portable (no SQLite-only syntax beyond the
 pragmas), so a PostgreSQL store can stand behind the same methods later.
 
-It holds the SLA deadlines (the scheduler's job store keeps its rows here) and the agents'
-last heartbeats and health; the journal, duplicate ids and cooldowns join it later.
+It holds the SLA deadlines (the scheduler's job store keeps its rows here), the agents' last
+heartbeats, cooldowns, dead letters, and the journaled events with their progress (written by
+the journal through its own connection; its segment files cover a power loss).
 """
 
 from __future__ import annotations
