@@ -29,6 +29,7 @@ from jsonschema.exceptions import ValidationError
 
 from automationd import yamldoc
 from automationd.actions import (
+    DEFAULT_GIVE_UP_AFTER,
     DEFAULT_TIMEOUT,
     Action,
     ActionSpec,
@@ -85,6 +86,36 @@ class ServerConfig:
     tokens: tuple[Secret, ...] = ()
     tls: tuple[Path, Path] | None = None
     queue_size: int = DEFAULT_QUEUE_SIZE
+    header_timeout: float = 10.0
+    """Seconds a client has for a request's line and headers (slowloris)."""
+    body_timeout: float = 30.0
+    """Seconds a client has for a request's body once its headers arrived."""
+    idle_timeout: float = 30.0
+    """Seconds an idle keep-alive connection stays open."""
+    max_connections: int = 1000
+    """Client connections open at once, at most (lowered below the open-file limit)."""
+
+
+DEFAULT_SERVER = ServerConfig("127.0.0.1", 8787)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    """Bounds on the actions of one destination, so a dead or hanging one cannot grow
+    memory or hold actions forever."""
+
+    max_pending_per_destination: int = 1000
+    concurrency_per_destination: int = 8
+    give_up_after: float = DEFAULT_GIVE_UP_AFTER
+    """Default longest life of an action: waiting, attempts and back-offs."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadConfig:
+    """How saves of the rules file are picked up."""
+
+    settle: float = 2.0
+    """A file changed in place is read once it has been quiet this long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +210,8 @@ class Config:
     flow_slas: tuple[FlowSla, ...] = ()
     agent_slas: tuple[AgentSla, ...] = ()
     prefect: PrefectSettings | None = None
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
 
     def resolver(self) -> EventTypeResolver:
         """Type name -> EventType for this file's declared types."""
@@ -278,6 +311,7 @@ class _Checker:
         self.bad_paths: list[DocPath] = []
         self.secret_names: set[str] = set()
         self.retry = RetryPolicy()
+        self.give_up_after = DeliveryConfig().give_up_after
         self.has_smtp = False
         self.has_prefect = False
         self.source = Path()
@@ -345,6 +379,9 @@ class _Checker:
         prefect = self._prefect(data.get("prefect"))
         endpoints = self._endpoints(data.get("endpoints"))
         retry = self._retry(("retry",), data.get("retry"), RetryPolicy()) or RetryPolicy()
+        delivery = self._delivery(data.get("delivery") or {})
+        reload = self._reload(data.get("reload") or {})
+        self.give_up_after = delivery.give_up_after
         event_types = self._event_types(data.get("event_types") or {})
         resolver = EventTypeResolver(event_types)
         self.retry, self.has_smtp, self.has_prefect = retry, smtp is not None, prefect is not None
@@ -370,6 +407,8 @@ class _Checker:
             flow_slas,
             agent_slas,
             prefect,
+            delivery,
+            reload,
         )
 
     def _state(self, raw: object, base: Path) -> StateConfig | None:
@@ -528,6 +567,24 @@ class _Checker:
             self.add((*path, "max"), "must not be shorter than initial")
         return policy
 
+    def _delivery(self, raw: dict[str, Any]) -> DeliveryConfig:
+        default = DeliveryConfig()
+        if not self.clean(("delivery",)):
+            return default
+        return DeliveryConfig(
+            int(raw.get("max_pending_per_destination", default.max_pending_per_destination)),
+            int(raw.get("concurrency_per_destination", default.concurrency_per_destination)),
+            self._seconds(
+                ("delivery", "give_up_after"), raw.get("give_up_after"), default.give_up_after
+            ),
+        )
+
+    def _reload(self, raw: dict[str, Any]) -> ReloadConfig:
+        default = ReloadConfig()
+        if not self.clean(("reload",)):
+            return default
+        return ReloadConfig(self._seconds(("reload", "settle"), raw.get("settle"), default.settle))
+
     def _server(self, raw: dict[str, Any]) -> ServerConfig | None:
         if not self.clean(("server",)):
             return None
@@ -549,6 +606,7 @@ class _Checker:
             )
             return None
         tls = raw.get("tls")
+        default = DEFAULT_SERVER
         return ServerConfig(
             host,
             port,
@@ -557,6 +615,16 @@ class _Checker:
             tokens,
             (self._path(tls["cert"]), self._path(tls["key"])) if isinstance(tls, dict) else None,
             int(raw.get("queue_size", DEFAULT_QUEUE_SIZE)),
+            header_timeout=self._seconds(
+                ("server", "header_timeout"), raw.get("header_timeout"), default.header_timeout
+            ),
+            body_timeout=self._seconds(
+                ("server", "body_timeout"), raw.get("body_timeout"), default.body_timeout
+            ),
+            idle_timeout=self._seconds(
+                ("server", "idle_timeout"), raw.get("idle_timeout"), default.idle_timeout
+            ),
+            max_connections=int(raw.get("max_connections", default.max_connections)),
         )
 
     def _path(self, value: object) -> Path:
@@ -755,6 +823,11 @@ class _Checker:
         if self.clean((*path, kind, "timeout")):
             timeout = self._seconds((*path, kind, "timeout"), options.get("timeout"), timeout)
         retry = self._retry((*path, kind, "retry"), options.get("retry"), self.retry)
+        give_up_after = self.give_up_after
+        if self.clean((*path, kind, "give_up_after")):
+            give_up_after = self._seconds(
+                (*path, kind, "give_up_after"), options.get("give_up_after"), give_up_after
+            )
         if not self.clean((*path, kind)):
             return None
         if kind == "email" and not self.has_smtp:
@@ -774,7 +847,7 @@ class _Checker:
                 self._check_attribute((*path, kind, *sub), template_field.name, types)
         if spec is None or retry is None:
             return None
-        return Action(spec, timeout, retry)
+        return Action(spec, timeout, retry, give_up_after)
 
     def _check_orchestrator(
         self, path: DocPath, kind: str, options: dict[str, Any], types: list[EventType] | None

@@ -127,6 +127,8 @@ def changes_between(old: Config, new: Config) -> dict[str, object]:
             "endpoints",
             "retry",
             "prefect",
+            "delivery",
+            "reload",
         )
         if getattr(old, name) != getattr(new, name)
     ]

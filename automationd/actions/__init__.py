@@ -31,6 +31,7 @@ from automationd.templating import (
 Path = tuple[str | int, ...]
 
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_GIVE_UP_AFTER = 3600.0
 DETAIL_LIMIT = 1024
 LONGEST_RETRY_AFTER = 3600.0
 
@@ -183,11 +184,13 @@ class ActionSpec(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """A spec with the settings every kind shares: per-attempt timeout and retry policy."""
+    """A spec with the settings every kind shares: per-attempt timeout, retry policy and the
+    longest life of one run (waiting for the destination, attempts and back-offs)."""
 
     spec: ActionSpec
     timeout: float = DEFAULT_TIMEOUT
     retry: RetryPolicy = RetryPolicy()
+    give_up_after: float = DEFAULT_GIVE_UP_AFTER
 
     @property
     def kind(self) -> str:
