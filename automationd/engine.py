@@ -28,6 +28,7 @@ from automationd.actions import Action, ActionContext, ActionError, Services
 from automationd.audit import AuditLog
 from automationd.config import Automation, Config, ConfigError, parse_config
 from automationd.deadlines import ScheduledDeadlines
+from automationd.destinations import Destinations
 from automationd.events import EventError, EventTypeResolver, format_timestamp, normalise
 from automationd.journal import Journal
 from automationd.matching import AutomationIndex
@@ -44,8 +45,6 @@ STOP_GRACE_SECONDS = 30.0
 PRUNE_SECONDS = 600.0
 COOLDOWN = "cooldown\x1f"
 """State flags holding when each automation's cooldown for a key ends."""
-DESTINATION_CONCURRENCY = 8
-"""Attempts in flight per destination (a host, a service): a slow one cannot take them all."""
 
 
 def utc_now() -> datetime:
@@ -106,6 +105,10 @@ class Busy(Exception):
     """The queue is full: the client should retry later (429)."""
 
     retry_after = 1
+
+    def __init__(self, events: int) -> None:
+        super().__init__(f"the queue is full; {events} event(s) refused")
+        self.events = events
 
 
 RESTART_ONLY = ("server", "audit", "state")
@@ -182,7 +185,7 @@ class Engine:
         self._outstanding: dict[str, int] = {}
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.rng = random.Random()
-        self._limits: dict[str, asyncio.Semaphore] = {}
+        self.destinations = Destinations(self.metrics.pending_changed)
         self._queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[object]] = set()
         self._background: list[asyncio.Task[None]] = []
@@ -208,7 +211,7 @@ class Engine:
         self._http = aiohttp.ClientSession(
             headers={"User-Agent": f"automationd/{__version__}"},
             timeout=aiohttp.ClientTimeout(total=None),
-            # No global cap: concurrency is bounded per destination (DESTINATION_CONCURRENCY)
+            # No global cap: concurrency is bounded per destination (delivery:)
             # instead, so one slow destination cannot take every connection.
             connector=aiohttp.TCPConnector(limit=0),
         )
@@ -637,12 +640,6 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _limit(self, destination: str) -> asyncio.Semaphore:
-        limit = self._limits.get(destination)
-        if limit is None:
-            limit = self._limits[destination] = asyncio.Semaphore(DESTINATION_CONCURRENCY)
-        return limit
-
     async def _run_action(
         self,
         automation: Automation,
@@ -672,20 +669,76 @@ class Engine:
         }
         if test:
             common["test"] = True
+        destination = action.spec.destination()
+        delivery = config.delivery
+        token = self.destinations.admit(
+            destination,
+            max_pending=delivery.max_pending_per_destination,
+            concurrency=delivery.concurrency_per_destination,
+        )
+        if token is None:
+            message = (
+                f"destination backlog full: {delivery.max_pending_per_destination} actions "
+                f"pending for {destination}"
+            )
+            self.audit.write("action.failed", **common, attempts=0, error=message)
+            self.metrics.actions.labels(action.kind, "failed").inc()
+            if not test:
+                self._finished(event, automation.name, index, message, letter, action.kind)
+            return False
+        try:
+            return await self._attempts(
+                action, event, ctx, destination, common, redact, letter=letter, test=test
+            )
+        finally:
+            self.destinations.finish(destination, token)
+
+    async def _attempts(
+        self,
+        action: Action,
+        event: dict[str, object],
+        ctx: ActionContext,
+        destination: str,
+        common: dict[str, object],
+        redact: Redactor,
+        *,
+        letter: int | None,
+        test: bool,
+    ) -> bool:
+        """The attempts of one admitted run, within its life (`give_up_after`): waiting for
+        a slot at the destination, each attempt and each back-off count against it."""
+        name, index = ctx.automation, ctx.index
         policy = action.retry
-        for attempt in range(1, policy.attempts + 1):
+        loop = asyncio.get_running_loop()
+        life_ends = loop.time() + action.give_up_after
+        gave_up = f"gave up after {action.give_up_after:g} s (delivery.give_up_after)"
+        attempt = 0
+        failure: dict[str, object] = {}
+        message = ""
+        while attempt < policy.attempts:
+            try:
+                async with asyncio.timeout_at(life_ends):
+                    await self.destinations.slot(destination)
+            except TimeoutError:
+                message = f"{gave_up} waiting for a free slot at {destination}"
+                failure = {"error": message}
+                break
+            attempt += 1
             started = time.monotonic()
             error: ActionError | None = None
+            budget = min(action.timeout, life_ends - loop.time())
             try:
-                async with self._limit(action.spec.destination()), asyncio.timeout(action.timeout):
+                async with asyncio.timeout(budget):
                     result = await action.spec.run(ctx)
             except TimeoutError:
-                error = ActionError(f"no answer within {action.timeout:g} s", retryable=True)
+                error = ActionError(f"no answer within {budget:g} s", retryable=True)
             except ActionError as exc:
                 error = exc
             except Exception as exc:
-                log.exception("%s #%d of %s crashed", action.kind, index, automation.name)
+                log.exception("%s #%d of %s crashed", action.kind, index, name)
                 error = ActionError(f"internal error: {type(exc).__name__}", retryable=False)
+            finally:
+                self.destinations.free(destination)
             elapsed = time.monotonic() - started
             latency_ms = round(elapsed * 1000, 1)
             self.metrics.latency.labels(action.kind).observe(elapsed)
@@ -700,7 +753,7 @@ class Engine:
                 self.audit.write("action.succeeded", **common, attempts=attempt, **outcome)
                 self.metrics.actions.labels(action.kind, "succeeded").inc()
                 if not test:
-                    self._finished(event, automation.name, index, None, letter, action.kind)
+                    self._finished(event, name, index, None, letter, action.kind)
                 return True
             retry_in = None
             if error.retryable and attempt < policy.attempts:
@@ -723,11 +776,15 @@ class Engine:
             )
             if retry_in is None:
                 break
+            if loop.time() + retry_in >= life_ends:
+                message = f"{gave_up}: the next attempt would be due in {retry_in:g} s; {message}"
+                failure = {**failure, "error": message}
+                break
             log.info(
                 "%s #%d of %s: attempt %d failed (%s); retrying in %.1f s",
                 action.kind,
                 index,
-                automation.name,
+                name,
                 attempt,
                 message,
                 retry_in,
@@ -737,14 +794,14 @@ class Engine:
             "%s #%d of %s failed after %d attempt(s): %s",
             action.kind,
             index,
-            automation.name,
+            name,
             attempt,
             message,
         )
         self.audit.write("action.failed", **common, attempts=attempt, **failure)
         self.metrics.actions.labels(action.kind, "failed").inc()
         if not test:
-            self._finished(event, automation.name, index, message, letter, action.kind)
+            self._finished(event, name, index, message, letter, action.kind)
         return False
 
     def _finished(

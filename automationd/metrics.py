@@ -98,6 +98,14 @@ class Metrics:
         self.queue_depth = Gauge(
             "automationd_queue_depth", "Events accepted but not yet matched.", registry=r
         )
+        self.actions_pending = Gauge(
+            "automationd_actions_pending",
+            "Actions admitted at a destination and not yet finished (waiting for a slot, "
+            "in an attempt or backing off), by destination.",
+            ["destination"],
+            registry=r,
+        )
+        self._pending: dict[str, Gauge] = {}
         self.deadlines_armed = Gauge(
             "automationd_sla_deadlines_armed", "SLA deadlines armed.", registry=r
         )
@@ -128,6 +136,13 @@ class Metrics:
             if len(self._received) < 10_000:  # type names come from senders
                 self._received[event_type] = counter
         counter.inc()
+
+    def pending_changed(self, destination: str, pending: int) -> None:
+        """Set the pending actions of one destination (its labelled gauge found once)."""
+        gauge = self._pending.get(destination)
+        if gauge is None:
+            gauge = self._pending[destination] = self.actions_pending.labels(destination)
+        gauge.set(pending)
 
     def type_label(self, event_type: str) -> str:
         return event_type if event_type in self._known_types else "other"

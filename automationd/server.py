@@ -131,11 +131,11 @@ async def post_events(request: web.Request) -> web.Response:
     try:
         ingested = await engine.ingest(events, batch=batch)
     except EventError as exc:
-        rejected.labels("invalid_event").inc()
+        rejected.labels("invalid_event").inc(len(events))  # one bad event refuses its batch
         extra = {} if exc.index is None else {"index": exc.index}
         return error(400, exc.message, exc.field, **extra)
     except Busy as exc:
-        rejected.labels("queue_full").inc()
+        rejected.labels("queue_full").inc(exc.events)
         response = error(429, "the queue is full; retry later", None)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
@@ -186,12 +186,17 @@ async def get_slas(request: web.Request) -> web.Response:
 
 async def get_readyz(request: web.Request) -> web.Response:
     """Readiness: 200 only when the rules are loaded, the port bound, audit and state writable.
-    The Prefect subscription's state is shown, not checked: while it is down, events still
-    arrive over HTTP, and it catches up on what it missed when it is back."""
+    The Prefect subscription's state and destinations backing up are shown, not checked:
+    events are still accepted then (the subscription catches up on what it missed when it is
+    back; actions beyond a destination's backlog become dead letters), and a daemon taken out
+    of a load balancer would not make a dead destination answer."""
     engine = request.app[ENGINE]
     checks = engine.readiness()
     ready = all(checks.values())
     body: dict[str, object] = {"ready": ready, "checks": checks}
+    backing_up = engine.destinations.backing_up(engine.config.delivery.max_pending_per_destination)
+    if backing_up:
+        body["destinations_backing_up"] = backing_up
     if engine.prefect is not None:
         body["prefect"] = engine.prefect.status()
     return web.json_response(body, status=200 if ready else 503)
