@@ -219,6 +219,14 @@ async def test_a_flooded_queue_answers_429(tmp_path: Path) -> None:
             assert refused[2]["Retry-After"] == "1"
             assert refused[1] == {"error": "the queue is full; retry later", "field": None}
             await recv.wait_for(100 * statuses.count(202), within=20)
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{proc.url}/metrics") as response,
+            ):
+                metrics = await response.text()
+            # the counter counts events refused, not requests
+            expected = f"{100 * statuses.count(429)}.0"
+            assert f'automationd_events_rejected_total{{reason="queue_full"}} {expected}' in metrics
             assert await proc.stop() == 0
 
 
