@@ -127,7 +127,8 @@ OPENAPI: dict[str, object] = {
             "get": {
                 "summary": (
                     "Readiness: rules loaded, port bound, audit and state writable; the "
-                    "Prefect subscription's state is shown, not checked."
+                    "Prefect subscription's state and destinations backing up "
+                    "(destinations_backing_up) are shown, not checked."
                 ),
                 "security": [],
                 "responses": {
