@@ -1,9 +1,18 @@
 """The audit trail: one JSON line per thing that happened, appended, never rewritten.
 
-Records are written whole (one `write` of one line, then a flush), so a reader tailing the
-file never sees half a record, and a crash loses at most what the OS had not yet written
-(see `fsync`: `always` syncs every record, `batch` at most once a second, `never` leaves it
-to the OS). The records written in one turn of the event loop carry the time of the first.
+Records go to the file through a raw `O_APPEND` descriptor; the records written in one turn
+of the event loop go out in one write at its end and carry the time of the first. What the
+file does not take (disk full, a file size limit, an I/O error) is kept in memory, in order,
+and tried again every RETRY_SECONDS until it is written: never dropped silently. Meanwhile
+`healthy` is False, so the daemon answers 503 to new events and /readyz fails, as it does
+when the journal cannot be written. A write cut short leaves the start of a line in the file;
+its rest is the first thing written once space is back, so the line is completed (a reader
+tailing the file leaves a line without its newline for later). A line a crash left torn is
+cut off when the file is next opened. At most MAX_UNWRITTEN_BYTES wait; records beyond that
+are dropped, counted and logged as errors.
+
+`fsync`: `always` syncs after every write, `batch` at most once a second, `never` leaves it
+to the OS; a crash (kill -9) loses what was still waiting in memory.
 """
 
 from __future__ import annotations
@@ -14,14 +23,28 @@ import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
 
 from automationd import jsontext
 from automationd.events import format_timestamp
+from automationd.journal import JournalError
 
 log = logging.getLogger("automationd.audit")
 
 BATCH_FSYNC_SECONDS = 1.0
+RETRY_SECONDS = 1.0
+"""How often records the file did not take are tried again."""
+MAX_UNWRITTEN_BYTES = 64 << 20
+"""Records kept in memory while the file cannot be written; beyond this, new ones are
+dropped (counted, logged)."""
+TAIL_STEP = 64 << 10
+
+
+class AuditUnwritable(JournalError):
+    """The audit trail cannot be written: new events are refused (503), as when the journal
+    cannot be written, for an event accepted now would have no record of it."""
+
+    reason = "audit_unwritable"
+    """The `reason` of automationd_events_rejected_total."""
 
 
 class AuditLog:
@@ -31,26 +54,48 @@ class AuditLog:
         self.path = path
         self.fsync = fsync
         self._clock = clock
-        self._file: TextIO | None = None
+        self._fd: int | None = None
         self._dirty = False
         self._buffer: list[str] = []
         self._stamp = ""
         self._flush_scheduled = False
+        self._unwritten = bytearray()
+        """Encoded records the file has not taken yet, oldest first."""
+        self._torn = 0
+        """How many bytes of the first unwritten line are already in the file."""
+        self._retry: asyncio.TimerHandle | None = None
+        self._dropped = 0
         self.healthy = False
-        """Whether the last write reached the file (GET /readyz)."""
+        """Whether everything written so far reached the file (GET /readyz; while False,
+        new events are refused)."""
 
     def open(self) -> None:
-        """Open (and create) the file for appending; raises OSError when it cannot."""
+        """Open (and create) the file for appending; raises OSError when it cannot. A last
+        line a crash left torn is cut off; records kept from a failing file go first."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8", errors="backslashreplace")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+        try:
+            _cut_torn_tail(fd, self.path)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
         self.healthy = True
+        if self._unwritten:
+            self._write_unwritten()
+
+    def ensure_writable(self) -> None:
+        """Raise AuditUnwritable while records are kept because the file did not take them:
+        the daemon then refuses new events rather than accept events it cannot record."""
+        if not self.healthy:
+            raise AuditUnwritable("the audit trail cannot be written")
 
     def write(self, kind: str, raw: Mapping[str, str] | None = None, /, **fields: object) -> None:
         """Append one record. `raw` holds fields already encoded as JSON (an event the
         journal encoded), spliced in rather than encoded twice.
 
         Records written within one turn of the event loop go out in one write at its end
-        (each still a whole line); a failing disk is logged, counted and survived."""
+        (each still a whole line); what a failing file does not take is kept and retried."""
         if "time" in fields or "kind" in fields:
             raise ValueError("'time' and 'kind' are the audit record's own fields")
         if not self._buffer:  # the records of one turn of the loop carry its time
@@ -59,7 +104,7 @@ class AuditLog:
         line = jsontext.dumps(record, default=str)
         if raw:
             line = line[:-1] + "".join(f',"{key}":{value}' for key, value in raw.items()) + "}"
-        if self._file is None:
+        if self._fd is None:
             raise RuntimeError("the audit log is not open")
         self._buffer.append(line + "\n")
         if self.fsync == "always":
@@ -75,22 +120,80 @@ class AuditLog:
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write what is buffered, in one write."""
+        """Write what is buffered, in one write (after what earlier writes left over). While
+        the file is failing, records only join those kept: the retry writes them."""
         self._flush_scheduled = False
-        if not self._buffer or self._file is None:
+        if self._fd is None:
             return
-        lines, self._buffer = "".join(self._buffer), []
-        try:
-            self._file.write(lines)
-            self._file.flush()
-            if self.fsync == "always":
-                os.fsync(self._file.fileno())
+        if self._buffer:
+            data = "".join(self._buffer).encode("utf-8", "backslashreplace")
+            count, self._buffer = len(self._buffer), []
+            if len(self._unwritten) + len(data) > MAX_UNWRITTEN_BYTES:
+                if not self._dropped:
+                    log.error(
+                        "dropping audit records: more than %d MiB wait to be written to %s",
+                        MAX_UNWRITTEN_BYTES >> 20,
+                        self.path,
+                    )
+                self._dropped += count
             else:
-                self._dirty = True
-            self.healthy = True
+                self._unwritten += data
+        if self._retry is None:
+            self._write_unwritten()
+
+    def _write_unwritten(self) -> None:
+        """Write the kept records; a write cut short leaves the rest for the next try."""
+        fd = self._fd
+        if fd is None or not (self._unwritten or (self._dirty and self.fsync == "always")):
+            return
+        try:
+            while self._unwritten:
+                written = os.write(fd, self._unwritten)
+                end = self._unwritten.rfind(b"\n", 0, written)
+                self._torn = self._torn + written if end < 0 else written - end - 1
+                del self._unwritten[:written]
+            self._dirty = True
+            if self.fsync == "always":
+                os.fsync(fd)
+                self._dirty = False
         except OSError as exc:
-            self.healthy = False
-            log.error("cannot write %d audit records to %s: %s", lines.count("\n"), self.path, exc)
+            self._failed(exc)
+            return
+        if not self.healthy:
+            log.warning(
+                "the audit file %s can be written again; the records kept meanwhile are in it",
+                self.path,
+            )
+        if self._dropped:
+            log.error(
+                "%d audit records were dropped while %s could not be written",
+                self._dropped,
+                self.path,
+            )
+            self._dropped = 0
+        self.healthy = True
+
+    def _failed(self, exc: OSError) -> None:
+        if self.healthy:
+            log.error(
+                "cannot write the audit file %s: %s; %d bytes of records kept and tried "
+                "again every %g s; new events are refused until then",
+                self.path,
+                exc.strerror or exc,
+                len(self._unwritten),
+                RETRY_SECONDS,
+            )
+        self.healthy = False
+        if self._retry is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop to retry on: the next flush (or close) tries again
+            self._retry = loop.call_later(RETRY_SECONDS, self._try_again)
+
+    def _try_again(self) -> None:
+        self._retry = None
+        self._write_unwritten()
 
     async def sync_periodically(self) -> None:
         """With fsync: batch, fsync at most once a second while records arrive."""
@@ -102,17 +205,17 @@ class AuditLog:
 
     def sync(self) -> None:
         """fsync what was written since the last sync."""
-        if self._file is None or not self._dirty:
+        if self._fd is None or not self._dirty:
             return
         self._dirty = False
         try:
-            os.fsync(self._file.fileno())
+            os.fsync(self._fd)
         except (OSError, ValueError) as exc:
             log.error("cannot fsync the audit file %s: %s", self.path, exc)
 
     def reopen(self) -> None:
         """Close and open the file again: after logrotate moved it, records go to a new one."""
-        if self._file is None:
+        if self._fd is None:
             return
         self.close()
         try:
@@ -122,15 +225,57 @@ class AuditLog:
             log.error("cannot reopen the audit file %s: %s", self.path, exc)
 
     def close(self) -> None:
-        """Flush, sync and close."""
-        if self._file is None:
+        """Flush, sync and close. Records the file still does not take stay in memory (for
+        a reopen) and are logged; the start of a torn line goes back with them."""
+        fd = self._fd
+        if fd is None:
             return
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         self.flush()
+        if self._unwritten:
+            log.error(
+                "closing the audit file %s with %d bytes of records not written",
+                self.path,
+                len(self._unwritten),
+            )
+            self._take_back_torn(fd)
         try:
-            self._file.flush()
             if self.fsync != "never":
-                os.fsync(self._file.fileno())
+                os.fsync(fd)
         except OSError as exc:
             log.error("cannot flush the audit file %s: %s", self.path, exc)
-        self._file.close()
-        self._file = None
+        self._dirty = False
+        os.close(fd)
+        self._fd = None
+
+    def _take_back_torn(self, fd: int) -> None:
+        """Cut the start of a torn line off the file and keep it with its rest."""
+        if not self._torn:
+            return
+        try:
+            size = os.fstat(fd).st_size
+            head = os.pread(fd, self._torn, size - self._torn)
+            os.ftruncate(fd, size - self._torn)
+        except OSError as exc:
+            log.error("cannot cut a torn record off the audit file %s: %s", self.path, exc)
+            return
+        self._unwritten[:0] = head
+        self._torn = 0
+
+
+def _cut_torn_tail(fd: int, path: Path) -> None:
+    """Cut a last line without its newline (a crash tore it) off the file."""
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:
+        start = max(0, end - TAIL_STEP)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    if end < size:
+        os.ftruncate(fd, end)
+        log.warning("cut a torn last line (%d bytes) off the audit file %s", size - end, path)

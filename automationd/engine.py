@@ -379,7 +379,12 @@ class Engine:
         """Normalise a request's events, make them durable, queue the new ones; all or none.
 
         Raises EventError naming the field (prefixed with the item's index in a batch), Busy
-        when the queue is full, JournalError when the events could not be made durable."""
+        when the queue is full, JournalError when the events could not be made durable, and
+        AuditUnwritable (a JournalError) while the audit trail cannot be written. The
+        daemon's own events (an SLA failure: no client would send it again) are taken even
+        then; their records wait with the others."""
+        if source != "sla":
+            self.audit.ensure_writable()
         rules = self.rules
         now = self.clock()
         events = []

@@ -140,7 +140,12 @@ async def post_events(request: web.Request) -> web.Response:
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except JournalError as exc:
-        rejected.labels("journal_unwritable").inc()
+        # AuditUnwritable is one (reason audit_unwritable): no event is taken that the
+        # audit trail could not record
+        reason = getattr(exc, "reason", "journal_unwritable")
+        rejected.labels(reason).inc(len(events))
+        if reason != "journal_unwritable":
+            return error(503, f"the events were not accepted: {exc}; retry later", None)
         return error(503, f"the events could not be made durable: {exc}", None)
     answer: dict[str, object] = {"accepted": ingested.ids}
     if ingested.duplicates:
