@@ -18,8 +18,10 @@ to the OS; a crash (kill -9) loses what was still waiting in memory.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +39,16 @@ MAX_UNWRITTEN_BYTES = 64 << 20
 """Records kept in memory while the file cannot be written; beyond this, new ones are
 dropped (counted, logged)."""
 TAIL_STEP = 64 << 10
+SCAN_STEP = 1 << 20
+MAX_SCAN_BYTES = 256 << 20
+"""How far back from its end the trail is searched for records of resumed events (about a
+third of a second)."""
+ACCEPTED = re.compile(
+    rb'\n\{"time":"([^"]*)","kind":"event\.accepted","event_id":("(?:[^"\\]|\\.)*")'
+)
+"""The start of an `event.accepted` record as `write` lays it out (time, kind, then the
+first field, which the engine makes `event_id`), at the start of a line: a nested object
+inside an event cannot look like it."""
 
 
 class AuditUnwritable(JournalError):
@@ -250,6 +262,42 @@ class AuditLog:
         os.close(fd)
         self._fd = None
 
+    def recorded_acceptances(
+        self, earliest: Mapping[str, datetime], *, max_bytes: int = MAX_SCAN_BYTES
+    ) -> set[str]:
+        """Which of the event ids in `earliest` have an `event.accepted` record in the file
+        no older than the time given for each (the earliest their acceptance can be: an
+        older record is an earlier use of the same id).
+
+        The file is read from its end backwards, a chunk at a time, looking only at lines
+        that start like an `event.accepted` record; the search stops once every id is found,
+        once the records are older than the earliest time given, or after `max_bytes` (an id
+        not found by then counts as not recorded). Records still in memory are not seen."""
+        found: set[str] = set()
+        if not earliest:
+            return found
+        raw = {jsontext.dumps(i).encode("utf-8", "backslashreplace"): i for i in earliest}
+        floor = min(earliest.values())
+        try:
+            with self.path.open("rb") as trail:
+                end = trail.seek(0, os.SEEK_END)
+                carry = b""
+                while end > 0 and len(found) < len(earliest) and max_bytes > 0:
+                    start = max(0, end - min(SCAN_STEP, max_bytes))
+                    trail.seek(start)
+                    chunk = trail.read(end - start) + carry
+                    max_bytes -= end - start
+                    end = start
+                    if start > 0:  # the chunk's first line began in the chunk before
+                        first = chunk.find(b"\n")
+                        carry, chunk = (chunk, b"") if first < 0 else _split(chunk, first)
+                    oldest = _scan(b"\n" + chunk, raw, earliest, found)
+                    if oldest is not None and oldest < floor:
+                        break
+        except OSError as exc:
+            log.error("cannot read the audit file %s: %s", self.path, exc)
+        return found
+
     def _take_back_torn(self, fd: int) -> None:
         """Cut the start of a torn line off the file and keep it with its rest."""
         if not self._torn:
@@ -263,6 +311,37 @@ class AuditLog:
             return
         self._unwritten[:0] = head
         self._torn = 0
+
+
+def _split(chunk: bytes, first: int) -> tuple[bytes, bytes]:
+    return chunk[: first + 1], chunk[first + 1 :]
+
+
+def _scan(
+    chunk: bytes, raw: Mapping[bytes, str], earliest: Mapping[str, datetime], found: set[str]
+) -> datetime | None:
+    """Add to `found` the ids whose `event.accepted` record is in `chunk` (whole lines, each
+    after a newline) and recent enough; the time of the chunk's first such record."""
+    oldest = None
+    for match in ACCEPTED.finditer(chunk):
+        stamp, key = match.groups()
+        event_id = raw.get(key)
+        if event_id is None and b"\\" in key:  # escaped differently than dumps does
+            try:
+                decoded = json.loads(key)
+            except ValueError:
+                continue
+            event_id = decoded if decoded in earliest else None
+        if oldest is None or event_id is not None:
+            try:
+                at = datetime.fromisoformat(stamp.decode())
+            except ValueError:
+                continue
+            if oldest is None:
+                oldest = at
+            if event_id is not None and at >= earliest[event_id]:
+                found.add(event_id)
+    return oldest
 
 
 def _cut_torn_tail(fd: int, path: Path) -> None:

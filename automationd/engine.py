@@ -475,12 +475,40 @@ class Engine:
         return self._queue.qsize() + self._reserved
 
     def _resume(self) -> None:
-        """After a restart, finish what the journal says was accepted and not finished."""
+        """After a restart, finish what the journal says was accepted and not finished.
+
+        An event whose `event.accepted` record never reached the audit file (it waited in
+        memory when the daemon was killed) gets it now, marked `resumed`."""
         if self.journal is None:
             return
+        unfinished = list(self.store.unfinished())
+        earliest: dict[str, datetime] = {}
+        for event, _, _ in unfinished:
+            # the earliest its record can be: its timestamp is the time of acceptance unless
+            # the client set it, and a client's clock may run ahead by up to an hour
+            try:
+                stamp = datetime.fromisoformat(str(event.get("timestamp"))).timestamp()
+            except ValueError:
+                stamp = 0.0
+            earliest[str(event["id"])] = datetime.fromtimestamp(max(0.0, stamp - 3600), UTC)
+        recorded = self.audit.recorded_acceptances(earliest)
+        if len(recorded) < len(unfinished):
+            log.warning(
+                "%d resumed events had no event.accepted record in the audit trail "
+                "(lost in a crash); written now",
+                len(unfinished) - len(recorded),
+            )
         resumed = 0
-        for event, matched, finished in self.store.unfinished():
+        for event, matched, finished in unfinished:
             resumed += 1
+            if str(event["id"]) not in recorded:
+                self.audit.write(
+                    "event.accepted",
+                    {"event": jsontext.dumps(event)},
+                    event_id=event["id"],
+                    event_type=event.get("type"),
+                    resumed=True,
+                )
             self.audit.write("event.resumed", event_id=event["id"], matched=matched)
             if matched is None:
                 self._queue.put_nowait(event)

@@ -81,6 +81,62 @@ async def test_every_accepted_event_is_delivered_after_kill_9(tmp_path: Path) ->
     assert resumed
 
 
+async def test_accepted_records_lost_in_a_crash_are_written_on_resume(tmp_path: Path) -> None:
+    """The journal makes an event durable before its 202; its `event.accepted` record may
+    still wait in the daemon's memory when it is killed. That loss is made exact here: after
+    the kill -9, the audit file is cut back in the middle of the record of the 16th event, as
+    a lost buffer and a write cut short leave it. On start the torn line is cut off, and each
+    resumed event without its record gets it (`resumed: true`), each event exactly once."""
+    port = free_port()  # the destination is down: every event stays unfinished
+    rules = rules_for(tmp_path, f"http://127.0.0.1:{port}", extra="audit: {fsync: never}")
+    trail = tmp_path / "audit.jsonl"
+    accepted: list[str] = []
+    async with daemon(rules) as proc:
+        for n in range(30):
+            status, answer = await proc.post({"type": "job_done", "id": f"kept-{n}"})
+            assert status == 202, answer
+            accepted.append(f"kept-{n}")
+
+        def recorded() -> list[object]:
+            return [r["event_id"] for r in audit_records(trail) if r["kind"] == "event.accepted"]
+
+        async with asyncio.timeout(15):
+            while len(recorded()) < len(accepted):  # noqa: ASYNC110 - polling the file
+                await asyncio.sleep(0.05)
+        proc.process.kill()
+        await proc.process.wait()
+    assert recorded() == accepted
+    data = trail.read_bytes()
+    cut = data.index(b'"kind":"event.accepted","event_id":"kept-15"')
+    with trail.open("r+b") as file:
+        file.truncate(cut + 5)
+    lost = set(accepted[15:])
+    async with receiver(port) as recv, daemon(rules) as proc:
+        async with asyncio.timeout(30):
+            while not set(accepted) <= {r.headers["X-PREFECT-EVENT-ID"] for r in recv.requests}:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert await proc.stop() == 0
+    text = trail.read_text("utf-8")
+    assert text.endswith("\n")
+    records = [json.loads(line) for line in text.splitlines()]  # every line whole JSON
+    acceptances = [r for r in records if r["kind"] == "event.accepted"]
+    assert sorted(r["event_id"] for r in acceptances) == sorted(accepted)  # each once
+    rewritten = [r for r in acceptances if r.get("resumed")]
+    assert {r["event_id"] for r in rewritten} == lost
+    for record in rewritten:  # with the normalised event, as at acceptance
+        event = record["event"]
+        assert isinstance(event, dict)
+        assert (event["id"], event["type"], record["event_type"]) == (
+            record["event_id"],
+            "job_done",
+            "job_done",
+        )
+        assert "timestamp" in event
+        assert "message" in event
+    assert any("15 resumed events had no event.accepted record" in line for line in proc.log)
+    assert any("cut a torn last line" in line for line in proc.log)
+
+
 async def test_segments_a_crash_left_are_recovered_on_start(tmp_path: Path) -> None:
     """The segment files are what makes a 202 durable; the database is written from them a
     moment later. A power loss can leave events in a segment that the database never got:
