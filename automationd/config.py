@@ -13,8 +13,10 @@ import difflib
 import hashlib
 import ipaddress
 import json
+import logging
+import ssl
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -33,13 +35,17 @@ from automationd.actions import (
     DEFAULT_TIMEOUT,
     Action,
     ActionSpec,
+    ClientTls,
     Endpoints,
     PrefectSettings,
     RetryPolicy,
     SmtpSettings,
     SpecProblems,
     orchestrator,
+    trusting,
+    webhook,
 )
+from automationd.actions.http import host_of
 from automationd.actions.registry import PARSERS
 from automationd.durations import parse_duration
 from automationd.events import (
@@ -536,21 +542,74 @@ class _Checker:
         key = raw.get("api_key_secret")
         self._secret_ref(("prefect", "api_key_secret"), key)
         ui_url = raw.get("ui_url")
+        api_url = str(raw["api_url"]).rstrip("/")
         return PrefectSettings(
-            str(raw["api_url"]).rstrip("/"),
+            api_url,
             api_key_secret=str(key) if key is not None else None,
             ui_url=str(ui_url).rstrip("/") if ui_url is not None else None,
             subscribe=bool(raw.get("subscribe", False)),
+            tls=self._client_tls(("prefect", "tls"), raw.get("tls"), f"prefect: {api_url}"),
         )
 
     def _endpoints(self, raw: object) -> Endpoints:
         if not isinstance(raw, dict) or not self.clean(("endpoints",)):
             return Endpoints()
         default = Endpoints()
+        twilio = str(raw.get("twilio", default.twilio))
+        pagerduty = str(raw.get("pagerduty", default.pagerduty))
         return Endpoints(
-            twilio=str(raw.get("twilio", default.twilio)),
-            pagerduty=str(raw.get("pagerduty", default.pagerduty)),
+            twilio=twilio,
+            pagerduty=pagerduty,
+            tls=self._client_tls(
+                ("endpoints", "tls"), raw.get("tls"), f"endpoints: {twilio} and {pagerduty}"
+            ),
         )
+
+    def _client_tls(self, path: DocPath, raw: object, who: str) -> ClientTls | None:
+        """A `tls: {ca_file, insecure}` block: the CA file read and its SSL context built
+        now, so a missing or bad file stops the load. `insecure` is logged as a warning at
+        every load and reload (`who` names what it applies to), never silently taken."""
+        if not isinstance(raw, dict) or not self.clean(path):
+            return None
+        insecure = bool(raw.get("insecure", False))
+        if "ca_file" not in raw:
+            if insecure:
+                where = self.doc.position((*path, "insecure"))
+                line = f":{where.line}" if where else ""
+                logging.getLogger("automationd.config").warning(
+                    "%s%s: %s: tls.insecure is true: the server's certificate is NOT verified, "
+                    "so anyone on the network path can read and change these requests",
+                    self.source,
+                    line,
+                    who,
+                )
+            return ClientTls(insecure=insecure)
+        ca_file = self._path(raw["ca_file"])
+        if insecure:
+            self.add(
+                (*path, "insecure"),
+                "insecure: true turns off the verification that ca_file is for; give one of them",
+            )
+            return None
+        context = self._trust((*path, "ca_file"), ca_file)
+        return None if context is None else ClientTls(str(ca_file), context=context)
+
+    def _trust(self, path: DocPath, ca_file: Path) -> ssl.SSLContext | None:
+        """A client SSL context trusting the CA certificates (PEM) of `ca_file`."""
+        try:
+            pem = ca_file.read_bytes().decode("ascii", errors="replace")
+        except OSError as exc:
+            self.add(path, f"cannot read the CA file {ca_file}: {exc.strerror}")
+            return None
+        if "-----BEGIN CERTIFICATE-----" not in pem:
+            self.add(path, f"the CA file {ca_file} holds no PEM certificate")
+            return None
+        try:
+            return trusting(pem)
+        except ssl.SSLError as exc:
+            reason = exc.reason or str(exc)
+            self.add(path, f"the CA file {ca_file} is not a valid PEM certificate ({reason})")
+            return None
 
     def _retry(self, path: DocPath, raw: object, base: RetryPolicy) -> RetryPolicy | None:
         """A retry block over `base` (the top-level policy, for per-action overrides)."""
@@ -845,9 +904,19 @@ class _Checker:
         for sub, template in templates:
             for template_field in template.fields():
                 self._check_attribute((*path, kind, *sub), template_field.name, types)
+        if isinstance(spec, webhook.WebhookAction) and "tls" in options:
+            tls = self._client_tls((*path, kind, "tls"), options["tls"], self._naming(path, kind))
+            spec = replace(spec, tls=tls)
         if spec is None or retry is None:
             return None
         return Action(spec, timeout, retry, give_up_after)
+
+    def _naming(self, path: DocPath, kind: str) -> str:
+        """How a log line names the action at `path`: its automation, index, kind and host."""
+        data: Any = self.doc.data  # schema-checked: the automation and action at `path` exist
+        automation = data["automations"][path[1]]
+        url = str(automation["actions"][path[3]][kind].get("url", ""))
+        return f"automation '{automation['name']}', action {path[3]} ({kind} to {host_of(url)})"
 
     def _check_orchestrator(
         self, path: DocPath, kind: str, options: dict[str, Any], types: list[EventType] | None

@@ -12,9 +12,14 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from urllib.parse import quote
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
 _FIELD_RE = re.compile(rf"{_NAME}(?:\.{_NAME})*")
+
+
+class UnsafeUrl(ValueError):
+    """A URL whose rendered values would change its path (a `.` or `..` segment)."""
 
 
 class TemplateError(ValueError):
@@ -90,11 +95,62 @@ class Template:
             p if isinstance(p, str) else to_text(lookup(event, p.path)) for p in self.parts
         )
 
+    def render_url(self, event: Mapping[str, object]) -> str:
+        """The URL this template names for `event`: the literal text as written, each field's
+        text percent-encoded with nothing kept (`/`, `?`, `#`, `&`, `=` too), so a value is
+        data in the URL and never its structure.
+
+        Clients and servers resolve `.` and `..` path segments, even written as `%2E`, so
+        a value that would make one raises UnsafeUrl instead of pointing somewhere else."""
+        text = ""
+        spans: list[tuple[int, int, Field]] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                text += part
+                continue
+            value = quote(to_text(lookup(event, part.path)), safe="")
+            spans.append((len(text), len(text) + len(value), part))
+            text += value
+        if spans:
+            _check_dot_segments(text, spans)
+        return text
+
+    def fixed_origin(self) -> bool:
+        """Whether the scheme and host:port of this URL template are literal text: fields
+        may fill the path, query and fragment, never choose where a request goes."""
+        if not self.fields():
+            return True
+        first = self.parts[0] if isinstance(self.parts[0], str) else ""
+        _, sep, rest = first.partition("://")
+        return bool(sep) and any(c in rest for c in "/?#")
+
     def render_value(self, event: Mapping[str, object]) -> object:
         """Like render(), but a template that is exactly one field keeps the field's JSON type."""
         if len(self.parts) == 1 and isinstance(self.parts[0], Field):
             return lookup(event, self.parts[0].path)
         return self.render(event)
+
+
+def _check_dot_segments(text: str, spans: list[tuple[int, int, Field]]) -> None:
+    """Raise UnsafeUrl when a field's value is part of a `.` or `..` segment of the path."""
+    scheme = text.find("://")
+    start = 0 if scheme < 0 else text.find("/", scheme + 3)
+    ends = [i for i in (text.find("?"), text.find("#")) if i >= 0]
+    end = min(ends, default=len(text))
+    if start < 0 or start >= end:
+        return
+    segment_start = start
+    for segment in text[start:end].split("/"):
+        segment_end = segment_start + len(segment)
+        if segment in (".", ".."):
+            for value_start, value_end, part in spans:
+                if value_start <= segment_end and value_end >= segment_start:
+                    raise UnsafeUrl(
+                        f"the value of {{{part.name}}} would make the path segment "
+                        f"'{segment}', which clients and servers resolve to another path "
+                        "('.' or '..' segments are not sent)"
+                    )
+        segment_start = segment_end + 1
 
 
 def _check_field(inner: str, offset: int) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -90,17 +91,20 @@ class Receiver:
 
 
 @asynccontextmanager
-async def receiver(port: int = 0) -> AsyncIterator[Receiver]:
-    """Run a Receiver on a loopback port (a free one by default) for the duration of the block."""
+async def receiver(
+    port: int = 0, *, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[Receiver]:
+    """Run a Receiver on a loopback port (a free one by default) for the duration of the block;
+    with `ssl_context` it speaks HTTPS."""
     recv = Receiver()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", recv.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context)
     await site.start()
     host, port = runner.addresses[0][:2]
-    recv.url = f"http://{host}:{port}"
+    recv.url = f"{'https' if ssl_context else 'http'}://{host}:{port}"
     try:
         yield recv
     finally:

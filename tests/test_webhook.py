@@ -126,3 +126,7 @@ def test_describe_and_url_for_log_hide_credentials_and_queries() -> None:
     action = parse({"url": "https://hooks.example.com/a?token=s3cret"})
     assert isinstance(action, WebhookAction)
     assert action.describe() == "webhook POST https://hooks.example.com/a"
+    # the destination (per-destination limits) is the host:port, whatever the url's fields
+    templated = parse({"url": "https://u:pw@hooks.example.com:8443?run={id}"})
+    assert templated.destination() == "hooks.example.com:8443"
+    assert templated.describe() == "webhook POST https://hooks.example.com:8443"

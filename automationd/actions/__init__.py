@@ -10,10 +10,12 @@ for every kind, from the `Action` that wraps a spec.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
+import ssl
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import ClassVar, Protocol
 
 import aiohttp
@@ -85,12 +87,51 @@ class RetryPolicy:
         return backoff
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """How the certificate of an HTTPS destination is checked (`tls: {ca_file, insecure}`):
+    against the CA certificates in `ca_file` instead of the system's, or (`insecure`) not
+    at all. Config builds the SSL context once at load (reading the file is its job); it is
+    kept out of the fields, so equality, repr and `dataclasses.asdict` (GET /rules shows the
+    prefect: block) see only the settings."""
+
+    ca_file: str | None = None
+    insecure: bool = False
+    context: InitVar[ssl.SSLContext | None] = None
+    _context: ClassVar[ssl.SSLContext | None] = None  # set per instance by __post_init__
+
+    def __post_init__(self, context: ssl.SSLContext | None) -> None:
+        object.__setattr__(self, "_context", context)
+
+
+def client_ssl(tls: ClientTls | None) -> ssl.SSLContext | bool:
+    """aiohttp's `ssl=` for a request to a destination with these settings: the private
+    CA's context, False (no verification) when insecure, else True (the system's CAs)."""
+    if tls is None:
+        return True
+    if tls.insecure:
+        return False
+    return tls._context if tls._context is not None else True
+
+
+@functools.lru_cache(maxsize=32)
+def trusting(ca_pem: str) -> ssl.SSLContext:
+    """A client context that trusts exactly the CA certificates of `ca_pem`; raises
+    ssl.SSLError when it holds none. Cached by content, so every action naming the same CA
+    shares one context, across reloads too, and a changed file gets a new one."""
+    if not ca_pem.strip():
+        raise ssl.SSLError("no certificate")  # cadata="" would mean the system's CAs
+    return ssl.create_default_context(cadata=ca_pem)
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoints:
-    """Base URLs of the services actions call; configurable for proxies and tests."""
+    """Base URLs of the services actions call; configurable for proxies and tests, with
+    how their certificates are checked (`tls`)."""
 
     twilio: str = "https://api.twilio.com"
     pagerduty: str = "https://events.pagerduty.com"
+    tls: ClientTls | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +156,7 @@ class PrefectSettings:
     api_key_secret: str | None = None
     ui_url: str | None = None
     subscribe: bool = False
+    tls: ClientTls | None = None
 
     def auth_headers(self, secrets: Mapping[str, Secret]) -> dict[str, str]:
         """`Authorization: Bearer <api key>` when an API key is configured."""

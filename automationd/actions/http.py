@@ -4,17 +4,35 @@ It classifies the outcome the way every kind needs it: 2xx is success; connectio
 429 (with Retry-After) and 5xx are retryable failures; other statuses are permanent. The
 engine bounds each attempt's time. Error messages name the destination by `name`, never by
 a URL that might hold a secret (Slack and Teams webhook URLs are secrets).
+
+An answer's body is read up to RESPONSE_LIMIT and the connection then closed: the audit
+keeps 1 KiB of it, and a destination answering 50 MB must not cost the daemon 50 MB.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
+import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import aiohttp
 
 from automationd.actions import ActionError, ActionResult, shorten
+
+RESPONSE_LIMIT = 64 * 1024
+"""The most of an answer's body that is read; the rest is never received."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A 2xx answer: its status and body, `cut` when the body went on past RESPONSE_LIMIT."""
+
+    status: int
+    body: str
+    cut: bool = False
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -36,13 +54,14 @@ async def send(
     json_body: object = None,
     form: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
+    tls: ssl.SSLContext | bool = True,
 ) -> ActionResult:
     """POST one request (JSON, or form-encoded when `form` is given) and classify the answer;
     raises ActionError on failure."""
-    status, body = await post(
-        session, url, name=name, json_body=json_body, form=form, headers=headers
+    answer = await post(
+        session, url, name=name, json_body=json_body, form=form, headers=headers, tls=tls
     )
-    return ActionResult(status, shorten(body))
+    return ActionResult(answer.status, shorten(answer.body))
 
 
 async def post(
@@ -53,8 +72,12 @@ async def post(
     json_body: object = None,
     form: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
-) -> tuple[int, str]:
-    """`send`, answering the status and the whole body of a 2xx answer."""
+    tls: ssl.SSLContext | bool = True,
+) -> Answer:
+    """`send`, answering the status and the body (up to RESPONSE_LIMIT) of a 2xx answer.
+
+    `tls` is aiohttp's `ssl=` for this request only (a context trusting a private CA, or
+    False for no verification): the shared session and its pool stay as they are."""
     data: bytes | aiohttp.FormData
     if form is not None:
         data = aiohttp.FormData(dict(form))
@@ -67,9 +90,9 @@ async def post(
         request_headers = {"Content-Type": "application/json", **(headers or {})}
     try:
         async with session.post(
-            url, data=data, headers=request_headers, allow_redirects=False
+            url, data=data, headers=request_headers, allow_redirects=False, ssl=tls
         ) as response:
-            body = await response.text(errors="replace")
+            body, cut = await read_capped(response)
             status = response.status
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
     except aiohttp.ClientConnectionError as exc:
@@ -79,7 +102,7 @@ async def post(
     except ValueError as exc:  # e.g. a rendered header value with a line break
         raise ActionError(f"{name}: the request cannot be sent: {exc}", retryable=False) from None
     if 200 <= status < 300:
-        return status, body
+        return Answer(status, body, cut)
     raise ActionError(
         f"{name} answered {status}",
         retryable=status == 429 or status >= 500,
@@ -87,6 +110,27 @@ async def post(
         detail=shorten(body),
         retry_after=retry_after if status == 429 else None,
     )
+
+
+async def read_capped(response: aiohttp.ClientResponse) -> tuple[str, bool]:
+    """The body's text, up to RESPONSE_LIMIT bytes, and whether there was more. When there
+    was, the connection is closed at once rather than drained (or pooled)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < RESPONSE_LIMIT:
+        chunk = await response.content.read(RESPONSE_LIMIT - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    cut = size >= RESPONSE_LIMIT and bool(await response.content.read(1))
+    if cut:
+        response.close()
+    raw = b"".join(chunks)
+    try:
+        return raw.decode(response.charset or "utf-8", errors="replace"), cut
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", errors="replace"), cut
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -106,4 +150,5 @@ def url_for_log(url: str) -> str:
 
 def host_of(url: str) -> str:
     """The host:port part of a URL, as the destination key of its actions."""
-    return url.partition("//")[2].partition("/")[0].rsplit("@", 1)[-1] or url
+    authority = re.split(r"[/?#]", url.partition("//")[2], maxsplit=1)[0]
+    return authority.rsplit("@", 1)[-1] or url

@@ -11,7 +11,10 @@
   two runs.
 
 A missing id is a permanent failure of the action (and, where the automation's event types
-can never carry it, a config error at load time).
+can never carry it, a config error at load time). Ids go into the URL percent-encoded, and an
+id of `.` or `..` is refused, so no id can reach another API path. An answer longer than
+http.RESPONSE_LIMIT is not read: a cancel, which needs Prefect's orchestration result, then
+fails with that said.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
-from urllib.parse import quote
 
 from automationd.actions import (
     ActionContext,
@@ -29,16 +31,27 @@ from automationd.actions import (
     OptionReader,
     Path,
     PrefectSettings,
+    client_ssl,
     shorten,
 )
-from automationd.actions.http import post
-from automationd.templating import JsonNode, Template, json_templates, render_json
+from automationd.actions.http import RESPONSE_LIMIT, post
+from automationd.templating import (
+    JsonNode,
+    Template,
+    UnsafeUrl,
+    json_templates,
+    render_json,
+)
 
 DONE_STATUSES = ("ACCEPT", "REJECT", "ABORT")
 DEFAULT_WAIT = 5.0
 
 Request = tuple[str, dict[str, object] | None]
 """A path under the API URL and the JSON body to POST there."""
+
+CANCEL_PATH = Template.parse("/flow_runs/{id}/set_state")
+PAUSE_PATH = Template.parse("/deployments/{id}/pause_deployment")
+START_PATH = Template.parse("/deployments/{id}/create_flow_run")
 
 
 def _settings(ctx: ActionContext) -> PrefectSettings:
@@ -47,12 +60,21 @@ def _settings(ctx: ActionContext) -> PrefectSettings:
     return ctx.services.prefect
 
 
-def _event_id(ctx: ActionContext, attribute: str, configured: str | None = None) -> str:
-    """The id an action works on, quoted for a URL path; ActionError when the event has none."""
+def _api_path(
+    ctx: ActionContext, path: Template, attribute: str, configured: str | None = None
+) -> str:
+    """`path` with the id an action works on (the configured one, else the event's),
+    percent-encoded; ActionError when the event has none or it would change the path."""
     value = configured or ctx.event.get(attribute)
     if not isinstance(value, str) or not value:
         raise ActionError(f"the event has no {attribute} to act on", retryable=False)
-    return quote(value, safe="")
+    try:
+        return path.render_url({"id": value})
+    except UnsafeUrl:
+        raise ActionError(
+            f"the {attribute} {value!r} is not an id: in the URL it would name another path",
+            retryable=False,
+        ) from None
 
 
 def _preview(ctx: ActionContext, request: Callable[[ActionContext], Request]) -> dict[str, object]:
@@ -64,21 +86,33 @@ def _preview(ctx: ActionContext, request: Callable[[ActionContext], Request]) ->
     return {"method": "POST", "url": _settings(ctx).api_url.rstrip("/") + path, "json": body}
 
 
-async def _call(ctx: ActionContext, request: Request) -> tuple[int, object]:
-    """POST to the Prefect API; the status and the decoded answer (None when empty)."""
+async def _call(ctx: ActionContext, request: Request, *, need_answer: bool) -> tuple[int, object]:
+    """POST to the Prefect API; the status and the decoded answer (None when empty, or when
+    it was longer than RESPONSE_LIMIT and the caller does not `need_answer`)."""
     settings = _settings(ctx)
     path, body = request
-    status, text = await post(
+    answer = await post(
         ctx.services.http,
         settings.api_url.rstrip("/") + path,
         name="Prefect",
         json_body=body,
         headers=settings.auth_headers(ctx.services.secrets),
+        tls=client_ssl(settings.tls),
     )
+    if answer.cut:
+        if not need_answer:
+            return answer.status, None
+        raise ActionError(
+            f"Prefect answered {answer.status} with a body longer than "
+            f"{RESPONSE_LIMIT // 1024} KiB, which is not read: no orchestration result to judge",
+            retryable=False,
+            status=answer.status,
+            detail=shorten(answer.body),
+        )
     try:
-        return status, json.loads(text) if text.strip() else None
+        return answer.status, json.loads(answer.body) if answer.body.strip() else None
     except ValueError:
-        return status, text
+        return answer.status, answer.body
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,15 +132,15 @@ class CancelFlowRunAction:
         return "prefect"
 
     def request(self, ctx: ActionContext) -> Request:
-        flow_run_id = _event_id(ctx, "flow_run_id")
+        path = _api_path(ctx, CANCEL_PATH, "flow_run_id")
         state = {"type": "CANCELLING", "message": self.message.render(ctx.event)}
-        return f"/flow_runs/{flow_run_id}/set_state", {"state": state}
+        return path, {"state": state}
 
     def preview(self, ctx: ActionContext) -> dict[str, object]:
         return _preview(ctx, self.request)
 
     async def run(self, ctx: ActionContext) -> ActionResult:
-        status, answer = await _call(ctx, self.request(ctx))
+        status, answer = await _call(ctx, self.request(ctx), need_answer=True)
         outcome = answer.get("status") if isinstance(answer, dict) else None
         details = answer.get("details") if isinstance(answer, dict) else None
         details = details if isinstance(details, dict) else {}
@@ -145,14 +179,13 @@ class PauseScheduleAction:
         return "prefect"
 
     def request(self, ctx: ActionContext) -> Request:
-        deployment = _event_id(ctx, "flow_group_id", self.flow_group_id)
-        return f"/deployments/{deployment}/pause_deployment", None
+        return _api_path(ctx, PAUSE_PATH, "flow_group_id", self.flow_group_id), None
 
     def preview(self, ctx: ActionContext) -> dict[str, object]:
         return _preview(ctx, self.request)
 
     async def run(self, ctx: ActionContext) -> ActionResult:
-        status, _ = await _call(ctx, self.request(ctx))
+        status, _ = await _call(ctx, self.request(ctx), need_answer=False)
         return ActionResult(status, "paused")
 
 
@@ -177,16 +210,17 @@ class StartFlowRunAction:
         return "prefect"
 
     def request(self, ctx: ActionContext) -> Request:
-        deployment = _event_id(ctx, "flow_group_id", self.flow_group_id)
+        path = _api_path(ctx, START_PATH, "flow_group_id", self.flow_group_id)
         parameters = {} if self.parameters is None else render_json(self.parameters, ctx.event)
         body = {"parameters": parameters, "idempotency_key": ctx.idempotency_key}
-        return f"/deployments/{deployment}/create_flow_run", body
+        return path, body
 
     def preview(self, ctx: ActionContext) -> dict[str, object]:
         return _preview(ctx, self.request)
 
     async def run(self, ctx: ActionContext) -> ActionResult:
-        status, answer = await _call(ctx, self.request(ctx))
+        # a run with large parameters may answer past the cap: the status says enough
+        status, answer = await _call(ctx, self.request(ctx), need_answer=False)
         run = answer if isinstance(answer, dict) else {}
         started = "started" if status == 201 else "already started"
         return ActionResult(status, f"{started} flow run {run.get('name')} ({run.get('id')})")

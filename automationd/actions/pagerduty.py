@@ -10,7 +10,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from automationd.actions import ActionContext, ActionResult, OptionReader, Path, shorten
+from automationd.actions import (
+    ActionContext,
+    ActionResult,
+    OptionReader,
+    Path,
+    client_ssl,
+    shorten,
+)
 from automationd.actions.http import send
 from automationd.templating import Template
 
@@ -61,7 +68,13 @@ class PagerDutyAction:
 
     async def run(self, ctx: ActionContext) -> ActionResult:
         url = ctx.services.endpoints.pagerduty.rstrip("/") + "/v2/enqueue"
-        return await send(ctx.services.http, url, name="PagerDuty", json_body=self.body(ctx))
+        return await send(
+            ctx.services.http,
+            url,
+            name="PagerDuty",
+            json_body=self.body(ctx),
+            tls=client_ssl(ctx.services.endpoints.tls),
+        )
 
 
 def parse(options: Mapping[str, object]) -> PagerDutyAction:

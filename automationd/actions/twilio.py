@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import quote
 
-from automationd.actions import ActionContext, ActionResult, OptionReader, Path, shorten
+from automationd.actions import (
+    ActionContext,
+    ActionResult,
+    OptionReader,
+    Path,
+    client_ssl,
+    shorten,
+)
 from automationd.actions.http import basic_auth, send
 from automationd.templating import Template
 
@@ -74,6 +81,7 @@ class TwilioAction:
                     "Body": body,
                 },
                 headers=auth,
+                tls=client_ssl(ctx.services.endpoints.tls),
             )
             done.append(number)
             status = result.status

@@ -1,4 +1,9 @@
-"""`webhook`: POST a JSON payload (default: the whole event) to a URL."""
+"""`webhook`: POST a JSON payload (default: the whole event) to a URL.
+
+The URL is a template like the payload and headers: its fields fill the path, query and
+fragment, each value percent-encoded; the scheme and host:port are written out in the rules,
+so an event never chooses where the daemon connects (and per-destination limits hold).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,12 @@ from typing import ClassVar
 
 from automationd.actions import (
     ActionContext,
+    ActionError,
     ActionResult,
+    ClientTls,
     OptionReader,
     Path,
+    client_ssl,
     template_problem,
 )
 from automationd.actions.http import host_of, send, url_for_log
@@ -18,11 +26,16 @@ from automationd.templating import (
     JsonNode,
     Template,
     TemplateError,
+    UnsafeUrl,
     json_templates,
     render_json,
 )
 
 DEFAULT_HEADERS = {"X-PREFECT-EVENT-ID": "{id}"}
+FIXED_ORIGIN = (
+    "the scheme and host:port of a url must be written out: fields may fill its path, query "
+    "and fragment only (the rules, not an event, choose where the daemon connects)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +44,14 @@ class WebhookAction:
     event, automation and action, lets the receiver drop repeats of a retried delivery."""
 
     kind: ClassVar[str] = "webhook"
-    url: str
+    url: Template
     payload: JsonNode | None
     headers: tuple[tuple[Template, Template], ...]
+    tls: ClientTls | None = None
+    """Set by config from the `tls:` option (reading the CA file is its job, not parse's)."""
 
     def templates(self) -> Iterator[tuple[Path, Template]]:
+        yield ("url",), self.url
         if self.payload is not None:
             for path, template in json_templates(self.payload):
                 yield ("payload", *path), template
@@ -44,36 +60,51 @@ class WebhookAction:
             yield ("headers", name.source), value
 
     def describe(self) -> str:
-        return f"webhook POST {url_for_log(self.url)}"
+        return f"webhook POST {url_for_log(self.url.source)}"
 
     def destination(self) -> str:
-        return host_of(self.url)
+        # the scheme and host:port are literal text at the start (fixed_origin)
+        first = self.url.parts[0] if self.url.parts else ""
+        return host_of(first if isinstance(first, str) else self.url.source)
 
-    def render(self, event: Mapping[str, object]) -> tuple[object, dict[str, str]]:
-        """The body and headers (without Idempotency-Key) this action sends for `event`."""
+    def render(self, event: Mapping[str, object]) -> tuple[str, object, dict[str, str]]:
+        """The URL, body and headers (without Idempotency-Key) this action sends for `event`;
+        UnsafeUrl when a value would change the URL's path."""
+        url = self.url.render_url(event)
         body = dict(event) if self.payload is None else render_json(self.payload, event)
         headers = {name.render(event): value.render(event) for name, value in self.headers}
-        return body, headers
+        return url, body, headers
 
     def preview(self, ctx: ActionContext) -> dict[str, object]:
-        body, headers = self.render(ctx.event)
+        try:
+            url, body, headers = self.render(ctx.event)
+        except UnsafeUrl as exc:
+            return {"error": str(exc)}
         headers = {"Idempotency-Key": ctx.idempotency_key, **headers}
-        return {"method": "POST", "url": url_for_log(self.url), "headers": headers, "json": body}
+        return {"method": "POST", "url": url_for_log(url), "headers": headers, "json": body}
 
     async def run(self, ctx: ActionContext) -> ActionResult:
-        body, headers = self.render(ctx.event)
+        try:
+            url, body, headers = self.render(ctx.event)
+        except UnsafeUrl as exc:
+            name = url_for_log(self.url.source)
+            raise ActionError(f"{name}: the url cannot be sent: {exc}", retryable=False) from None
         return await send(
             ctx.services.http,
-            self.url,
-            name=url_for_log(self.url),
+            url,
+            name=url_for_log(url),
             json_body=body,
             headers={"Idempotency-Key": ctx.idempotency_key, **headers},
+            tls=client_ssl(self.tls),
         )
 
 
 def parse(options: Mapping[str, object]) -> WebhookAction:
     """The webhook spec of an action block (already schema-checked)."""
     reader = OptionReader(options)
+    url = reader.template("url", "")
+    if not url.fixed_origin():
+        reader.problems.append((("url",), FIXED_ORIGIN))
     payload = reader.json("payload")
     raw_headers = options.get("headers", DEFAULT_HEADERS)
     headers: list[tuple[Template, Template]] = []
@@ -86,4 +117,4 @@ def parse(options: Mapping[str, object]) -> WebhookAction:
             except TemplateError as exc:
                 reader.problems.append((("headers", str(name)), template_problem(exc)))
     reader.done()
-    return WebhookAction(str(options["url"]), payload, tuple(headers))
+    return WebhookAction(url, payload, tuple(headers))

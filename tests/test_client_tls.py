@@ -1,0 +1,201 @@
+"""`tls: {ca_file, insecure}` for HTTPS destinations behind a private CA: a CA and a server
+certificate for 127.0.0.1 made at test time, a real HTTPS receiver, the real daemon."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import signal
+import ssl
+from pathlib import Path
+
+import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.support import audit_records, daemon, receiver, run_cli, until
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def private_ca(directory: Path) -> ssl.SSLContext:
+    """Write `ca.pem` (a private CA) into `directory`; a server context for 127.0.0.1 whose
+    certificate that CA signed."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("automationd test CA"))
+        .issuer_name(_name("automationd test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("127.0.0.1"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "server.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(directory / "server.pem", directory / "server.key")
+    return context
+
+
+async def test_private_ca_trusted_per_action_endpoint_and_prefect(tmp_path: Path) -> None:
+    server_tls = private_ca(tmp_path)
+    async with receiver(ssl_context=server_tls) as recv:
+        assert recv.url.startswith("https://127.0.0.1:")
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            f"""\
+version: 1
+server: {{listen: "127.0.0.1:0"}}
+endpoints: {{pagerduty: "{recv.url}", tls: {{ca_file: ca.pem}}}}
+prefect: {{api_url: "{recv.url}/api", tls: {{ca_file: {tmp_path / "ca.pem"}}}}}
+automations:
+  - name: unverified
+    on: [plain]
+    actions:
+      - webhook: {{url: "{recv.url}/plain", retry: {{attempts: 1}}}}
+  - name: private-ca
+    on: [trusted]
+    actions:
+      - webhook: {{url: "{recv.url}/trusted", tls: {{ca_file: ca.pem}}}}
+      - pagerduty: {{routing_key: R1}}
+      - pause_schedule: {{flow_group_id: d-1}}
+  - name: anything-goes
+    on: [insecure]
+    actions:
+      - webhook: {{url: "{recv.url}/insecure", tls: {{insecure: true}}}}
+"""
+        )
+        audit = tmp_path / "audit.jsonl"
+
+        async def outcomes(count: int) -> bool:
+            kinds = ("action.succeeded", "action.failed")
+            return sum(r["kind"] in kinds for r in audit_records(audit)) >= count
+
+        def warnings(log: list[str]) -> list[str]:
+            return [line for line in log if line.startswith("WARNING") and "insecure" in line]
+
+        async with daemon(rules) as proc:
+            # the warning is in the log from the start ...
+            (warning,) = warnings(proc.log)
+            assert "anything-goes" in warning
+            assert "NOT verified" in warning
+            for event_type in ("plain", "trusted", "insecure"):
+                assert (await proc.post({"type": event_type}))[0] == 202
+            await until(lambda: outcomes(5))
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{proc.url}/dead-letters") as response,
+            ):
+                letters = await response.json()
+            # ... and again at each reload
+            proc.process.send_signal(signal.SIGHUP)
+
+            async def warned_twice() -> bool:
+                return len(warnings(proc.log)) == 2
+
+            await until(warned_twice)
+            assert await proc.stop() == 0
+    records = audit_records(audit)
+    failed = [r for r in records if r["kind"] == "action.failed"]
+    assert [r["automation"] for r in failed] == ["unverified"]
+    assert "certificate verify failed" in str(failed[0]["error"])
+    assert [letter["automation"] for letter in letters["dead_letters"]] == ["unverified"]
+    succeeded = [(r["automation"], r["action"]) for r in records if r["kind"] == "action.succeeded"]
+    assert sorted(succeeded) == [
+        ("anything-goes", "webhook"),
+        ("private-ca", "pagerduty"),
+        ("private-ca", "pause_schedule"),
+        ("private-ca", "webhook"),
+    ]
+    assert sorted(r.path for r in recv.requests) == [
+        "/api/deployments/d-1/pause_deployment",
+        "/insecure",
+        "/trusted",
+        "/v2/enqueue",
+    ]
+
+
+async def test_bad_tls_settings_are_check_errors_at_their_place(tmp_path: Path) -> None:
+    private_ca(tmp_path)
+    (tmp_path / "not-pem.txt").write_text("this is not a certificate\n")
+    (tmp_path / "empty.pem").write_text("")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        """\
+version: 1
+endpoints: {tls: {ca_file: missing.pem}}
+prefect: {api_url: "https://prefect.example.com/api", tls: {ca_file: not-pem.txt}}
+automations:
+  - name: a
+    on: [x]
+    actions:
+      - webhook: {url: "https://h.example.com/", tls: {ca_file: ca.pem, insecure: true}}
+      - webhook: {url: "https://h.example.com/", tls: {ca_file: empty.pem}}
+      - webhook: {url: "https://h.example.com/", tls: {ca_file: server.key}}
+      - webhook: {url: "https://h.example.com/", tls: {ca_file: ca.pem}}
+"""
+    )
+    code, out, _ = await run_cli("check", str(rules))
+    assert code == 1
+    no_pem = "holds no PEM certificate"
+    assert out.splitlines() == [
+        f"{rules}:2:28: endpoints.tls.ca_file: cannot read the CA file "
+        f"{tmp_path / 'missing.pem'}: No such file or directory",
+        f"{rules}:3:70: prefect.tls.ca_file: the CA file {tmp_path / 'not-pem.txt'} {no_pem}",
+        f"{rules}:8:83: automations[0].actions[0].webhook.tls.insecure: insecure: true turns "
+        "off the verification that ca_file is for; give one of them",
+        f"{rules}:9:65: automations[0].actions[1].webhook.tls.ca_file: the CA file "
+        f"{tmp_path / 'empty.pem'} {no_pem}",
+        f"{rules}:10:65: automations[0].actions[2].webhook.tls.ca_file: the CA file "
+        f"{tmp_path / 'server.key'} {no_pem}",
+    ]
