@@ -25,10 +25,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
-from automationd.actions import PrefectSettings
+from automationd.actions import PrefectSettings, client_ssl
 from automationd.secrets import Secret
 
 log = logging.getLogger("automationd.prefect")
@@ -192,7 +193,11 @@ class PrefectSubscription:
         self.state = "connecting"
         url = self.settings.api_url.replace("http", "ws", 1) + "/events/out"
         async with self._http.ws_connect(
-            url, protocols=("prefect",), headers=self._headers(), heartbeat=30
+            url,
+            protocols=("prefect",),
+            headers=self._headers(),
+            heartbeat=30,
+            ssl=client_ssl(self.settings.tls),
         ) as socket:
             await socket.send_json({"type": "auth", "token": self._token()})
             answer = await socket.receive(timeout=30)
@@ -249,7 +254,10 @@ class PrefectSubscription:
             "limit": PAGE_SIZE,
         }
         request = self._http.post(
-            self.settings.api_url + "/events/filter", json=body, headers=self._headers()
+            self.settings.api_url + "/events/filter",
+            json=body,
+            headers=self._headers(),
+            ssl=client_ssl(self.settings.tls),
         )
         caught = 0
         while True:
@@ -263,7 +271,9 @@ class PrefectSubscription:
             next_page = page.get("next_page")
             if not isinstance(next_page, str) or not events:
                 break
-            request = self._http.get(next_page, headers=self._headers())
+            request = self._http.get(
+                next_page, headers=self._headers(), ssl=client_ssl(self.settings.tls)
+            )
         if caught:
             log.info("caught up on %d Prefect events since %s", caught, since)
 
@@ -300,9 +310,11 @@ class PrefectSubscription:
     async def _scheduled_time(self, event: dict[str, object]) -> object:
         """When a Scheduled (or Late) run is due to start: the run's scheduled time, which the
         state event does not carry; the event's time if the server cannot tell."""
-        url = f"{self.settings.api_url}/flow_runs/{event['flow_run_id']}"
+        url = f"{self.settings.api_url}/flow_runs/{quote(str(event['flow_run_id']), safe='')}"
         try:
-            async with self._http.get(url, headers=self._headers()) as response:
+            async with self._http.get(
+                url, headers=self._headers(), ssl=client_ssl(self.settings.tls)
+            ) as response:
                 run = await response.json() if response.status == 200 else {}
         except (aiohttp.ClientError, ValueError) as exc:
             log.warning("cannot read flow run %s: %s", event["flow_run_id"], exc)

@@ -444,6 +444,7 @@ async def test_an_event_without_the_id_fails_the_action_for_good_and_reload_subs
             "api_key_secret": None,
             "ui_url": None,
             "subscribe": True,
+            "tls": None,
         }
     (failure,) = [
         r for r in audit_records(tmp_path / "audit.jsonl") if r["kind"] == "action.failed"
