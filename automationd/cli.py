@@ -343,7 +343,12 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
         return 1
     stop = _stop_on_signals()
     loop = asyncio.get_running_loop()
-    watcher = await start_watching(config.source, lambda: engine.reload("watch", force=False), stop)
+    watcher = await start_watching(
+        config.source,
+        lambda: engine.reload("watch", force=False),
+        stop,
+        settle=lambda: engine.config.reload.settle,
+    )
     server = config.server
     try:
         tls = _tls_context(server.tls)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +29,12 @@ SECOND = """\
   - name: second
     on: [ping]
     actions: [{{webhook: {{url: "{url}/second"}}}}]
+"""
+
+THIRD = """\
+  - name: third
+    on: [ping]
+    actions: [{{webhook: {{url: "{url}/third"}}}}]
 """
 
 
@@ -59,12 +66,15 @@ async def audited(
 
 @asynccontextmanager
 async def running(
-    tmp_path: Path, env: dict[str, str] | None = None
+    tmp_path: Path, env: dict[str, str] | None = None, settle: str | None = None
 ) -> AsyncIterator[tuple[Daemon, Receiver, Path]]:
     (tmp_path / "token").write_text("t0ken-one\n")
     async with receiver() as recv:
         rules = tmp_path / "rules.yaml"
-        rules.write_text(BASE.format(url=recv.url, token=tmp_path / "token"))
+        text = BASE.format(url=recv.url, token=tmp_path / "token")
+        if settle is not None:
+            text = text.replace("automations:", f"reload: {{settle: {settle}}}\nautomations:")
+        rules.write_text(text)
         async with daemon(rules, env=env) as proc:
             yield proc, recv, rules
             assert await proc.stop() == 0
@@ -91,6 +101,45 @@ async def test_an_editor_save_takes_effect(tmp_path: Path) -> None:
         assert [a["name"] for a in body["automations"]] == ["first", "second"]
         assert body["last_reload"]["outcome"] == "applied"
         assert "t0ken-one" not in str(body)
+
+
+async def test_a_file_truncated_in_place_is_read_once_it_settles(tmp_path: Path) -> None:
+    """A writer that truncates the file in place and fills it again leaves, in between, a
+    file that is valid rules without the automations after the cut: it must not be applied."""
+    trail = tmp_path / "audit.jsonl"
+    async with running(tmp_path, settle="3s") as (proc, recv, rules):
+        head = rules.read_text()
+        write_atomically(rules, head + SECOND.format(url=recv.url))
+        await audited(trail, "config.applied")
+        with rules.open("r+") as file:  # in place, cut just before "second"
+            file.truncate(len(head))
+        await asyncio.sleep(1)
+        with rules.open("a") as file:  # completed, with one more automation
+            file.write(SECOND.format(url=recv.url) + THIRD.format(url=recv.url))
+        applied = await audited(trail, "config.applied", 2)
+        assert applied[1]["automations_added"] == ["third"]
+        assert all("second" not in str(a["automations_removed"]) for a in applied)
+        status, body, _ = await http("GET", f"{proc.url}/rules")
+        assert status == 200
+        assert isinstance(body, dict)
+        assert [a["name"] for a in body["automations"]] == ["first", "second", "third"]
+    assert len([r for r in audit_records(trail) if r["kind"] == "config.applied"]) == 2
+
+
+async def test_a_rename_is_read_at_once_an_in_place_edit_once_settled(tmp_path: Path) -> None:
+    trail = tmp_path / "audit.jsonl"
+    async with running(tmp_path, settle="3s") as (_, recv, rules):
+        head = rules.read_text()
+        saved = time.monotonic()
+        write_atomically(rules, head + SECOND.format(url=recv.url))
+        (applied,) = await audited(trail, "config.applied")
+        assert time.monotonic() - saved < 1.5  # well within the settle time
+        assert applied["automations_added"] == ["second"]
+        saved = time.monotonic()
+        rules.write_text(head + SECOND.format(url=recv.url) + THIRD.format(url=recv.url))
+        applied = (await audited(trail, "config.applied", 2))[1]
+        assert time.monotonic() - saved >= 2.9  # not before 3 s without a change
+        assert applied["automations_added"] == ["third"]
 
 
 async def test_bad_files_are_rejected_and_the_old_rules_keep_acting(tmp_path: Path) -> None:
