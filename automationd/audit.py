@@ -92,9 +92,10 @@ class AuditLog:
             os.close(fd)
             raise
         self._fd = fd
-        self.healthy = True
-        if self._unwritten:
+        if self._unwritten:  # healthy once they are written
             self._write_unwritten()
+        else:
+            self.healthy = True
 
     def ensure_writable(self) -> None:
         """Raise AuditUnwritable while records are kept because the file did not take them:

@@ -3,11 +3,13 @@ records already taken are kept and written once there is room again, without a r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -191,3 +193,45 @@ def test_records_beyond_the_bound_are_dropped_counted_and_the_rest_kept(
     assert 10 < len(kept) < 40
     assert f"{40 - len(kept)} audit records were dropped" in caplog.text
     trail.close()
+
+
+REOPEN_WHILE_FULL = """
+import json, resource, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from automationd.audit import AuditLog
+
+path = Path(sys.argv[1])
+path.write_text('{"kind":"old"}\\n' * 100)
+trail = AuditLog(path, fsync="never", clock=lambda: datetime.now(UTC))
+trail.open()
+resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 150, resource.RLIM_INFINITY))
+for n in range(5):
+    trail.write("test.record", n=n, pad="p" * 60)
+assert not trail.healthy and not path.read_bytes().endswith(b"\\n"), "no torn line"
+path.rename(path.with_name("audit.jsonl.1"))  # logrotate, then its reload
+trail.reopen()  # the old file still cannot grow; the new one is small enough
+assert trail.healthy
+trail.close()
+"""
+
+
+async def test_a_torn_line_is_moved_whole_to_the_new_file_on_reopen(tmp_path: Path) -> None:
+    """In a process of its own (a file size limit would hit the test runner's own files):
+    records cut short in a file that still cannot grow go, whole, to the file a reopen makes,
+    and the start of the torn line is cut off the old one."""
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", REOPEN_WHILE_FULL, str(tmp_path / "audit.jsonl")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rotated = (tmp_path / "audit.jsonl.1").read_text()
+    fresh = (tmp_path / "audit.jsonl").read_text()
+    assert rotated.endswith("\n")
+    assert fresh.endswith("\n")
+    numbers = [json.loads(line).get("n") for line in (rotated + fresh).splitlines()]
+    assert numbers[100:] == [0, 1, 2, 3, 4]
+    assert json.loads(fresh.splitlines()[0])["n"] > 0  # the torn one, whole
