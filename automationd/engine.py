@@ -482,15 +482,11 @@ class Engine:
         if self.journal is None:
             return
         unfinished = list(self.store.unfinished())
-        earliest: dict[str, datetime] = {}
-        for event, _, _ in unfinished:
-            # the earliest its record can be: its timestamp is the time of acceptance unless
-            # the client set it, and a client's clock may run ahead by up to an hour
-            try:
-                stamp = datetime.fromisoformat(str(event.get("timestamp"))).timestamp()
-            except ValueError:
-                stamp = 0.0
-            earliest[str(event["id"])] = datetime.fromtimestamp(max(0.0, stamp - 3600), UTC)
+        # the earliest each record can be: a second before its event's acceptance
+        earliest = {
+            str(event["id"]): datetime.fromtimestamp(max(0.0, accepted - 1), UTC)
+            for event, _, _, accepted in unfinished
+        }
         recorded = self.audit.recorded_acceptances(earliest)
         if len(recorded) < len(unfinished):
             log.warning(
@@ -499,7 +495,7 @@ class Engine:
                 len(unfinished) - len(recorded),
             )
         resumed = 0
-        for event, matched, finished in unfinished:
+        for event, matched, finished, _ in unfinished:
             resumed += 1
             if str(event["id"]) not in recorded:
                 self.audit.write(

@@ -160,13 +160,14 @@ class StateStore:
 
     def unfinished(
         self,
-    ) -> Iterator[tuple[dict[str, object], list[str] | None, set[tuple[str, int]]]]:
+    ) -> Iterator[tuple[dict[str, object], list[str] | None, set[tuple[str, int]], float]]:
         """Journaled events whose actions are not all finished, oldest first: the event, the
-        automations it fired (None when it was never matched) and the actions already done."""
+        automations it fired (None when it was never matched), the actions already done and
+        when it was accepted (Unix time)."""
         rows = self.db.execute(
-            "SELECT id, body, matched FROM events WHERE done = 0 ORDER BY accepted"
+            "SELECT id, body, matched, accepted FROM events WHERE done = 0 ORDER BY accepted"
         ).fetchall()
-        for event_id, body, matched in rows:
+        for event_id, body, matched, accepted in rows:
             finished = {
                 (str(automation), int(index))
                 for automation, index in self.db.execute(
@@ -174,7 +175,8 @@ class StateStore:
                     (event_id,),
                 )
             }
-            yield json.loads(body), (None if matched is None else json.loads(matched)), finished
+            fired = None if matched is None else json.loads(matched)
+            yield json.loads(body), fired, finished, float(accepted)
 
     def prune(self, before: float) -> int:
         """Forget finished events accepted before `before` (and their outcomes)."""

@@ -21,7 +21,8 @@ async def test_progress_before_the_first_write_lands_in_order(tmp_path: Path) ->
     journal = Journal(store.path, dedup_window=3600)
     journal.open()
     ids = ["fired", "quiet", "pending"]
-    assert await journal.append([(i, body(i)) for i in ids], time.time()) == [True] * 3
+    at = time.time()
+    assert await journal.append([(i, body(i)) for i in ids], at) == [True] * 3
     journal.set_matched("fired", ["forward"], done=False)  # an automation fired...
     journal.set_outcome("fired", "forward", 0, "succeeded")
     journal.set_done("fired")  # ...and its action finished
@@ -36,7 +37,8 @@ async def test_progress_before_the_first_write_lands_in_order(tmp_path: Path) ->
         ("pending", 0, body("pending"), '["forward"]'),
         ("quiet", 1, "", None),  # finished before it was written: its id is enough
     ]
-    ((event, matched, finished),) = store.unfinished()
+    ((event, matched, finished, accepted),) = store.unfinished()
     assert (event, matched, finished) == (json.loads(body("pending")), ["forward"], set())
+    assert accepted == at
     assert not list((tmp_path / "state.db-events").glob("*.log"))  # synced, segments gone
     store.close()
