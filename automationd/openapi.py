@@ -100,7 +100,9 @@ OPENAPI: dict[str, object] = {
                     "401": UNAUTHORIZED,
                     "413": _error("The body is larger than server.max_body_bytes."),
                     "429": _error("The queue is full; retry after Retry-After seconds."),
-                    "503": _error("The journal cannot be written; nothing was accepted."),
+                    "503": _error(
+                        "The journal or the audit trail cannot be written; nothing was accepted."
+                    ),
                 },
             }
         },
