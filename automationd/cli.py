@@ -18,7 +18,14 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from automationd import __version__, trail, yamldoc
-from automationd.config import Config, ConfigError, load_config, schema
+from automationd.config import DEFAULT_SERVER, Config, ConfigError, load_config, schema
+from automationd.connections import (
+    BACKLOG,
+    Gate,
+    connection_cap,
+    raise_open_file_limit,
+    throttle_accept_errors,
+)
 from automationd.durations import parse_duration
 from automationd.engine import Engine, utc_now
 from automationd.events import EventError, format_timestamp, parse_json, split_batch
@@ -333,9 +340,25 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
 
     Reloads on SIGHUP, POST /reload and every save of the rules file; tells systemd when it
     is ready, reloading and stopping, and pings its watchdog from the event loop."""
+    server = config.server
+    open_files = raise_open_file_limit()
+    max_connections = connection_cap(server.max_connections, open_files)
+    if max_connections < server.max_connections:
+        log.warning(
+            "max_connections lowered from %d to %d: the open-file limit is %s",
+            server.max_connections,
+            max_connections,
+            open_files,
+        )
+    throttle_accept_errors(asyncio.get_running_loop())
     notifier = Notifier(environ)
     engine = Engine(config, environ=environ, notifier=notifier)
-    runner = web.AppRunner(create_app(engine), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        create_app(engine),
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=server.idle_timeout,
+    )
     try:
         await runner.setup()
     except (OSError, StateError) as exc:
@@ -349,7 +372,6 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
         stop,
         settle=lambda: engine.config.reload.settle,
     )
-    server = config.server
     try:
         tls = _tls_context(server.tls)
     except (OSError, ssl.SSLError) as exc:
@@ -366,7 +388,16 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     # before "listening" and READY=1: a SIGHUP sent as soon as either is seen must reload,
     # not meet the default action, which ends the process
     loop.add_signal_handler(signal.SIGHUP, reload_on_sighup)
-    if not await _bind(runner, server.host, server.port, f"automationd {__version__}", tls):
+    listener = await _bind(
+        runner,
+        server.host,
+        server.port,
+        f"automationd {__version__}",
+        tls,
+        max_connections=max_connections,
+        header_timeout=server.header_timeout,
+    )
+    if listener is None:
         stop.set()
         await asyncio.gather(watcher, return_exceptions=True)
         return 1
@@ -380,6 +411,7 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     for task in background:
         task.cancel()
     await asyncio.gather(*background, *reloads, return_exceptions=True)
+    listener.close()
     await runner.cleanup()
     notifier.close()
     log.info("stopped")
@@ -397,21 +429,40 @@ def _tls_context(files: tuple[Path, Path] | None) -> ssl.SSLContext | None:
 
 
 async def _bind(
-    runner: web.AppRunner, host: str, port: int, name: str, tls: ssl.SSLContext | None = None
-) -> bool:
-    """Bind the runner's site and log its address; False (logged, cleaned up) when it cannot."""
-    site = web.TCPSite(runner, host, port, ssl_context=tls)
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    name: str,
+    tls: ssl.SSLContext | None = None,
+    *,
+    max_connections: int = DEFAULT_SERVER.max_connections,
+    header_timeout: float = DEFAULT_SERVER.header_timeout,
+) -> asyncio.Server | None:
+    """Listen for the runner's app and log the address; None (logged, cleaned up) when it
+    cannot. Connections go through a Gate (connections.py): at most `max_connections` open,
+    `header_timeout` seconds for each request's headers (and for the TLS handshake). Close
+    the returned server before `runner.cleanup()`."""
+    assert runner.server is not None, "runner.setup() comes first"
+    gate = Gate(runner.server, max_connections=max_connections, header_timeout=header_timeout)
+    loop = asyncio.get_running_loop()
     try:
-        await site.start()
+        listener = await loop.create_server(
+            gate,
+            host,
+            port,
+            ssl=tls,
+            ssl_handshake_timeout=header_timeout if tls else None,
+            backlog=BACKLOG,
+        )
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
         await runner.cleanup()
-        return False
-    for address in runner.addresses:
-        bound_host, bound_port = address[0], address[1]
+        return None
+    for sock in listener.sockets:
+        bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         log.info("%s listening on %s://%s:%d", name, "https" if tls else "http", shown, bound_port)
-    return True
+    return listener
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -450,8 +501,10 @@ async def receive_webhooks(host: str, port: int, status: int) -> int:
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    if not await _bind(runner, host, port, "receiving webhooks (Ctrl-C to stop);"):
+    listener = await _bind(runner, host, port, "receiving webhooks (Ctrl-C to stop);")
+    if listener is None:
         return 1
     await _stop_on_signals().wait()
+    listener.close()
     await runner.cleanup()
     return 0

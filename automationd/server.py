@@ -14,6 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from automationd import __version__, jsontext
+from automationd.connections import (
+    BodyTimeout,
+    body_timed_out,
+    client_went_away,
+    read_body,
+    track_requests,
+)
 from automationd.engine import Busy, Engine
 from automationd.events import (
     EventError,
@@ -80,7 +87,7 @@ def create_app(engine: Engine) -> web.Application:
     """The aiohttp application serving `engine`; starting it starts the engine."""
     app = web.Application(
         client_max_size=engine.config.server.max_body_bytes,
-        middlewares=[json_errors, bearer_tokens],
+        middlewares=[track_requests, json_errors, bearer_tokens],
     )
     app[ENGINE] = engine
     app.router.add_post("/events", post_events)
@@ -118,10 +125,15 @@ async def post_events(request: web.Request) -> web.Response:
         rejected.labels("too_large").inc()
         return _too_large(limit)
     try:
-        body = await request.read()
+        body = await read_body(request, engine.config.server.body_timeout)
     except web.HTTPRequestEntityTooLarge:
         rejected.labels("too_large").inc()
         return _too_large(limit)
+    except BodyTimeout as exc:
+        rejected.labels("body_timeout").inc()
+        return await body_timed_out(request, exc)
+    except ConnectionError:
+        return client_went_away(request)
     try:
         events, batch = _events_of(request, body)
     except EventError as exc:
@@ -288,11 +300,16 @@ async def post_explain(request: web.Request) -> web.Response:
     """What the live rules would do with one event (or each of a batch), without acting."""
     engine = request.app[ENGINE]
     try:
-        events, batch = split_batch(parse_json(await request.read()))
+        body = await read_body(request, engine.config.server.body_timeout)
+        events, batch = split_batch(parse_json(body))
         now = engine.clock()
         answers = [explain(engine.config, raw, now, engine.cooldown_left) for raw in events]
     except EventError as exc:
         return error(400, exc.message, exc.field)
     except web.HTTPRequestEntityTooLarge:
         return error(413, "the body is too large", None)
+    except BodyTimeout as exc:
+        return await body_timed_out(request, exc)
+    except ConnectionError:
+        return client_went_away(request)
     return web.json_response(answers if batch else answers[0])
