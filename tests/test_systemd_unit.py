@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from automationd.config import DEFAULT_SERVER
+from automationd.connections import connection_cap
+
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "automationd.service"
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
@@ -61,3 +64,12 @@ def test_the_unit_is_what_the_daemon_expects() -> None:
         "Restart=on-failure",
     ):
         assert line in text, line
+
+
+def test_the_unit_leaves_room_for_max_connections() -> None:
+    """LimitNOFILE= keeps the default max_connections (1000) from being lowered at start."""
+    match = re.search(r"^LimitNOFILE=(\d+)$", UNIT.read_text(), re.M)
+    assert match, "LimitNOFILE= is not set"
+    limit = int(match.group(1))
+    wanted = DEFAULT_SERVER.max_connections
+    assert connection_cap(wanted, limit) == wanted
