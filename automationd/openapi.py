@@ -98,6 +98,7 @@ OPENAPI: dict[str, object] = {
                     ),
                     "400": _error("Malformed JSON or an event breaking the contract."),
                     "401": UNAUTHORIZED,
+                    "408": _error("The body did not arrive within server.body_timeout."),
                     "413": _error("The body is larger than server.max_body_bytes."),
                     "429": _error("The queue is full; retry after Retry-After seconds."),
                     "503": _error(
@@ -114,6 +115,7 @@ OPENAPI: dict[str, object] = {
                     "200": _json("The event and a verdict per automation."),
                     "400": _error("Malformed JSON or an event breaking the contract."),
                     "401": UNAUTHORIZED,
+                    "408": _error("The body did not arrive within server.body_timeout."),
                     "413": _error("The body is too large."),
                 },
             }
