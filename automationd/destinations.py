@@ -102,11 +102,16 @@ class Destinations:
         return 0 if destination is None else len(destination.pending)
 
     def backing_up(self, max_pending: int) -> list[dict[str, object]]:
-        """Destinations with runs waiting for a slot (every slot busy), most pending first:
-        what GET /readyz names as backing up."""
+        """Destinations with runs waiting for a slot (every slot busy) or a full backlog
+        (whose runs may all be backing off), most pending first: what GET /readyz names as
+        backing up."""
         now = self._clock()
         backed_up = sorted(
-            ((name, d) for name, d in self._destinations.items() if d.waiting and d.pending),
+            (
+                (name, d)
+                for name, d in self._destinations.items()
+                if d.pending and (d.waiting or len(d.pending) >= max_pending)
+            ),
             key=lambda item: -len(item[1].pending),
         )
         return [

@@ -752,15 +752,26 @@ class Engine:
                 message = f"{gave_up} waiting for a free slot at {destination}"
                 failure = {"error": message}
                 break
+            left = life_ends - loop.time()
+            if left <= 0:  # the slot came as its life ended: no attempt is made
+                self.destinations.free(destination)
+                message = f"{gave_up} waiting for a free slot at {destination}"
+                failure = {"error": message}
+                break
             attempt += 1
             started = time.monotonic()
             error: ActionError | None = None
-            budget = min(action.timeout, life_ends - loop.time())
+            cut_by_life = left < action.timeout
             try:
-                async with asyncio.timeout(budget):
+                async with asyncio.timeout(min(action.timeout, left)):
                     result = await action.spec.run(ctx)
             except TimeoutError:
-                error = ActionError(f"no answer within {budget:g} s", retryable=True)
+                if cut_by_life:
+                    error = ActionError(
+                        f"{gave_up}: the attempt was cut after {left:.3g} s", retryable=False
+                    )
+                else:
+                    error = ActionError(f"no answer within {action.timeout:g} s", retryable=True)
             except ActionError as exc:
                 error = exc
             except Exception as exc:

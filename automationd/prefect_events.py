@@ -30,6 +30,7 @@ from urllib.parse import quote
 import aiohttp
 
 from automationd.actions import PrefectSettings, client_ssl
+from automationd.journal import JournalError
 from automationd.secrets import Secret
 
 log = logging.getLogger("automationd.prefect")
@@ -176,7 +177,13 @@ class PrefectSubscription:
             except Exception as exc:  # whatever broke, the stream is tried again
                 failures += 1
                 error, self.error = self.error, str(exc) or type(exc).__name__
-                expected = (aiohttp.ClientError, OSError, SubscriptionError, ValueError)
+                expected = (
+                    aiohttp.ClientError,
+                    OSError,
+                    SubscriptionError,
+                    ValueError,
+                    JournalError,  # the journal or the audit trail cannot be written now
+                )
                 if not isinstance(exc, expected):
                     log.exception("Prefect event stream %s failed", self.settings.api_url)
                 elif self.state == "connected" or self.error != error:  # not every retry

@@ -61,6 +61,8 @@ async def hanging_server() -> tuple[asyncio.Server, list[asyncio.StreamWriter]]:
         held.append(writer)
         while await reader.read(65536):
             pass
+        held.remove(writer)  # the daemon gave up on this attempt: let its socket go
+        writer.close()
 
     return await asyncio.start_server(hold, "127.0.0.1", 0), held
 

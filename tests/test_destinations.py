@@ -26,6 +26,8 @@ async def hanging_server() -> AsyncIterator[str]:
         held.append(writer)
         while await reader.read(65536):
             pass
+        held.remove(writer)
+        writer.close()
 
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
     try:
@@ -158,14 +160,13 @@ automations:
             # each gave up 2 s after it fired, with margin for a loaded machine
             assert took < 8, took
             outcome = failures(tmp_path)
-            # e0 held the one slot: its attempt was cut at the end of its life, and no
-            # back-off was started past it
+            # e0 held the one slot: its attempt was cut at the end of its life, and it was
+            # not retried
             first = outcome["e0"]
             assert first["attempts"] == 1
             assert str(first["error"]).startswith(
-                "gave up after 2 s (delivery.give_up_after): the next attempt would be due in "
+                "gave up after 2 s (delivery.give_up_after): the attempt was cut after "
             )
-            assert "; no answer within " in str(first["error"])
             for waiting in ("e1", "e2"):  # never got the slot
                 assert outcome[waiting]["attempts"] == 0
                 assert outcome[waiting]["error"] == (
@@ -179,4 +180,4 @@ automations:
             assert "destinations_backing_up" not in ready
     attempts = [r for r in audit_records(tmp_path / "audit.jsonl") if r["kind"] == "action.attempt"]
     assert [r["event_id"] for r in attempts] == ["e0"]
-    assert json.dumps(attempts[0]["retryable"]) == "true"
+    assert json.dumps(attempts[0]["retryable"]) == "false"
