@@ -77,6 +77,9 @@ class AuditLog:
         """How many bytes of the first unwritten line are already in the file."""
         self._retry: asyncio.TimerHandle | None = None
         self._dropped = 0
+        self._reopening = False
+        """A reopen failed: records are kept, and opening is tried again with the retry."""
+        self._sync_failed = False
         self.healthy = False
         """Whether everything written so far reached the file (GET /readyz; while False,
         new events are refused)."""
@@ -117,7 +120,7 @@ class AuditLog:
         line = jsontext.dumps(record, default=str)
         if raw:
             line = line[:-1] + "".join(f',"{key}":{value}' for key, value in raw.items()) + "}"
-        if self._fd is None:
+        if self._fd is None and not self._reopening:
             raise RuntimeError("the audit log is not open")
         self._buffer.append(line + "\n")
         if self.fsync == "always":
@@ -136,7 +139,7 @@ class AuditLog:
         """Write what is buffered, in one write (after what earlier writes left over). While
         the file is failing, records only join those kept: the retry writes them."""
         self._flush_scheduled = False
-        if self._fd is None:
+        if self._fd is None and not self._reopening:
             return
         if self._buffer:
             data = "".join(self._buffer).encode("utf-8", "backslashreplace")
@@ -184,7 +187,7 @@ class AuditLog:
                 self.path,
             )
             self._dropped = 0
-        self.healthy = True
+        self.healthy = not self._sync_failed
 
     def _failed(self, exc: OSError) -> None:
         if self.healthy:
@@ -206,7 +209,19 @@ class AuditLog:
 
     def _try_again(self) -> None:
         self._retry = None
+        if self._reopening:
+            self._open_again()
+            return
         self._write_unwritten()
+
+    def _open_again(self) -> None:
+        """Open the file after a failed reopen; keep trying every RETRY_SECONDS."""
+        try:
+            self.open()
+        except OSError as exc:
+            self._failed(exc)
+            return
+        self._reopening = False
 
     async def sync_periodically(self) -> None:
         """With fsync: batch, fsync at most once a second while records arrive."""
@@ -217,25 +232,39 @@ class AuditLog:
             await asyncio.to_thread(self.sync)
 
     def sync(self) -> None:
-        """fsync what was written since the last sync."""
+        """fsync what was written since the last sync. A volume that reports a full disk or
+        an I/O error only here (NFS, quotas, thin provisioning) makes the trail unhealthy,
+        so new events are refused, until an fsync succeeds again."""
         if self._fd is None or not self._dirty:
             return
         self._dirty = False
         try:
             os.fsync(self._fd)
         except (OSError, ValueError) as exc:
-            log.error("cannot fsync the audit file %s: %s", self.path, exc)
+            self._dirty = True  # tried again at the next sync
+            if not self._sync_failed:
+                log.error(
+                    "cannot fsync the audit file %s: %s; new events are refused until it "
+                    "can (records written since the last good fsync may be lost)",
+                    self.path,
+                    exc,
+                )
+            self._sync_failed = True
+            self.healthy = False
+            return
+        if self._sync_failed:
+            self._sync_failed = False
+            log.warning("the audit file %s can be synced again", self.path)
+            if not self._unwritten and not self._reopening:
+                self.healthy = True
 
     def reopen(self) -> None:
         """Close and open the file again: after logrotate moved it, records go to a new one."""
         if self._fd is None:
             return
         self.close()
-        try:
-            self.open()
-        except OSError as exc:
-            self.healthy = False
-            log.error("cannot reopen the audit file %s: %s", self.path, exc)
+        self._reopening = True
+        self._open_again()
 
     def close(self) -> None:
         """Flush, sync and close. Records the file still does not take stay in memory (for

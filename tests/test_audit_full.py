@@ -235,3 +235,33 @@ async def test_a_torn_line_is_moved_whole_to_the_new_file_on_reopen(tmp_path: Pa
     numbers = [json.loads(line).get("n") for line in (rotated + fresh).splitlines()]
     assert numbers[100:] == [0, 1, 2, 3, 4]
     assert json.loads(fresh.splitlines()[0])["n"] > 0  # the torn one, whole
+
+
+async def test_a_failed_reopen_keeps_records_and_opens_again_by_itself(tmp_path: Path) -> None:
+    """logrotate's reload while the folder cannot take a new file (here its path is a
+    plain file for a while): records are kept, new events are refused, and the file is
+    opened again by the retry once it can be, without another reload."""
+    folder = tmp_path / "logs"
+    trail = AuditLog(folder / "audit.jsonl", fsync="batch", clock=lambda: datetime.now(UTC))
+    trail.open()
+    trail.write("before.rotation")
+    trail.flush()
+    folder.rename(tmp_path / "logs.1")  # logrotate moved it; then the path is taken
+    folder.write_text("not a folder")
+    trail.reopen()
+    trail.write("during.outage", n=1)  # kept, not an exception
+    with pytest.raises(AuditUnwritable):
+        trail.ensure_writable()
+    folder.unlink()
+
+    async def reopened() -> bool:
+        return trail.healthy
+
+    await until(reopened, within=5)
+    trail.write("after.outage")
+    trail.close()
+    kinds = [r["kind"] for r in audit_records(folder / "audit.jsonl")]
+    assert kinds == ["during.outage", "after.outage"]
+    assert [r["kind"] for r in audit_records(tmp_path / "logs.1" / "audit.jsonl")] == [
+        "before.rotation"
+    ]
