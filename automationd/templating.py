@@ -100,16 +100,19 @@ class Template:
         text percent-encoded with nothing kept (`/`, `?`, `#`, `&`, `=` too), so a value is
         data in the URL and never its structure.
 
-        Clients and servers resolve `.` and `..` path segments, even written as `%2E`, so
-        a value that would make one raises UnsafeUrl instead of pointing somewhere else."""
+        Clients and servers resolve `.` and `..` path segments, even written as `%2E`, and
+        some servers and proxies decode `%2F` before they do, so a value in the path that
+        would make one, or that holds one between its own slashes (`a/../b`), raises UnsafeUrl
+        instead of pointing somewhere else."""
         text = ""
-        spans: list[tuple[int, int, Field]] = []
+        spans: list[tuple[int, int, Field, str]] = []
         for part in self.parts:
             if isinstance(part, str):
                 text += part
                 continue
-            value = quote(to_text(lookup(event, part.path)), safe="")
-            spans.append((len(text), len(text) + len(value), part))
+            raw = to_text(lookup(event, part.path))
+            value = quote(raw, safe="")
+            spans.append((len(text), len(text) + len(value), part, raw))
             text += value
         if spans:
             _check_dot_segments(text, spans)
@@ -131,19 +134,27 @@ class Template:
         return self.render(event)
 
 
-def _check_dot_segments(text: str, spans: list[tuple[int, int, Field]]) -> None:
-    """Raise UnsafeUrl when a field's value is part of a `.` or `..` segment of the path."""
+def _check_dot_segments(text: str, spans: list[tuple[int, int, Field, str]]) -> None:
+    """Raise UnsafeUrl when a field's value is part of a `.` or `..` segment of the path, or
+    is placed in the path and holds such a segment between its own slashes."""
     scheme = text.find("://")
     start = 0 if scheme < 0 else text.find("/", scheme + 3)
     ends = [i for i in (text.find("?"), text.find("#")) if i >= 0]
     end = min(ends, default=len(text))
     if start < 0 or start >= end:
         return
+    for value_start, _, part, raw in spans:
+        inner = re.split(r"[/\\]", raw)  # one part: the segment check below is enough
+        if start <= value_start < end and len(inner) > 1 and {".", ".."} & set(inner):
+            raise UnsafeUrl(
+                f"the value of {{{part.name}}} holds a '.' or '..' path segment, which servers "
+                "that decode %2F resolve to another path ('.' or '..' segments are not sent)"
+            )
     segment_start = start
     for segment in text[start:end].split("/"):
         segment_end = segment_start + len(segment)
         if segment in (".", ".."):
-            for value_start, value_end, part in spans:
+            for value_start, value_end, part, _ in spans:
                 if value_start <= segment_end and value_end >= segment_start:
                     raise UnsafeUrl(
                         f"the value of {{{part.name}}} would make the path segment "

@@ -55,9 +55,9 @@ async def outcomes(audit: Path, count: int) -> bool:
 
 def test_render_url_encodes_every_value_and_keeps_the_literal_text() -> None:
     template = templating.Template.parse("https://h.example/u/{a}/{{x}}?q={b}&r={c}")
-    event = {"a": "x/../y?z#w&v=1", "b": "1&admin=true", "c": ["p q", "é"]}
+    event = {"a": "x/y?z#w&v=1", "b": "1&admin=true", "c": ["p q", "é"]}
     assert template.render_url(event) == (
-        "https://h.example/u/x%2F..%2Fy%3Fz%23w%26v%3D1/{x}?q=1%26admin%3Dtrue&r=p%20q%2C%20%C3%A9"
+        "https://h.example/u/x%2Fy%3Fz%23w%26v%3D1/{x}?q=1%26admin%3Dtrue&r=p%20q%2C%20%C3%A9"
     )
     assert templating.Template.parse("https://h.example/a/{missing}/b").render_url({}) == (
         "https://h.example/a//b"
@@ -76,6 +76,16 @@ def test_render_url_refuses_a_value_that_makes_a_dot_segment(url: str, value: st
     # clients and servers resolve '.' and '..' segments (even as %2E): the path would change
     with pytest.raises(templating.UnsafeUrl, match=r"'\.' or '\.\.'"):
         templating.Template.parse(url).render_url({"a": value})
+
+
+@pytest.mark.parametrize("value", ["x/../admin", "../../admin", "a\\..\\b", "x/.", "./x"])
+def test_render_url_refuses_a_path_value_holding_a_dot_segment(value: str) -> None:
+    # sent as x%2F..%2Fadmin, but servers and proxies that decode %2F first would resolve it
+    with pytest.raises(templating.UnsafeUrl, match=r"holds a '\.' or '\.\.' path segment"):
+        templating.Template.parse("https://h/runs/{a}/x").render_url({"a": value})
+    # in the query it is plain data
+    query = templating.Template.parse("https://h/runs?a={a}").render_url({"a": value})
+    assert query.startswith("https://h/runs?a=")
 
 
 async def test_webhook_url_fields_are_filled_and_percent_encoded(tmp_path: Path) -> None:
@@ -98,7 +108,7 @@ automations:
         async with daemon(rules) as proc:
             event = {
                 "type": "flow_run_state_change",
-                "flow_name": "etl/../../admin?x=1#frag",
+                "flow_name": "etl/admin?x=1#frag",
                 "flow_run_id": "r 1&admin=true",
                 "state": "Failed",
             }
@@ -110,8 +120,7 @@ automations:
     # one segment, no query or fragment of its own ('=' is plain data in a path, and the
     # HTTP client writes it bare there)
     assert recv.seen == [
-        "/runs/etl%2F..%2F..%2Fadmin%3Fx=1%23frag/%7Bliteral%7D"
-        "?run=r%201%26admin%3Dtrue&state=Failed"
+        "/runs/etl%2Fadmin%3Fx=1%23frag/%7Bliteral%7D?run=r%201%26admin%3Dtrue&state=Failed"
     ]
     records = audit_records(audit)
     assert sum(r["kind"] == "action.succeeded" for r in records) == 1
@@ -189,12 +198,7 @@ automations:
             await until(lambda: outcomes(audit, 2))
             assert await proc.stop() == 0
     records = audit_records(audit)
-    if flow_run_id == "..":
-        # refused, not sent to /api/set_state or /api/pause_deployment
-        assert prefect.seen == []
-        assert sum(r["kind"] == "action.failed" for r in records) == 2
-    else:
-        assert sorted(prefect.seen) == [
-            "/api/deployments/..%2F..%2Fadmin/pause_deployment",
-            "/api/flow_runs/..%2F..%2Fadmin/set_state",
-        ]
+    # refused, not sent to /api/set_state or /api/pause_deployment, nor as ..%2F..%2Fadmin
+    # (which a server decoding %2F first would resolve)
+    assert prefect.seen == []
+    assert sum(r["kind"] == "action.failed" for r in records) == 2
