@@ -25,13 +25,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 
 from automationd.actions import PrefectSettings, client_ssl
 from automationd.journal import JournalError
 from automationd.secrets import Secret
+from automationd.templating import Template
 
 log = logging.getLogger("automationd.prefect")
 
@@ -39,6 +39,8 @@ PREFIX = "prefect.flow-run."
 POSITION_FLAG = "prefect.last_seen"
 PAGE_SIZE = 50
 """The most `POST /events/filter` gives per page."""
+RUN_PATH = Template.parse("/flow_runs/{flow_run_id}")
+"""Where a run is read; its id percent-encoded, and refused if it would change the path."""
 FIRST_BACKOFF = 0.5
 LONGEST_BACKOFF = 60.0
 REMEMBERED_IDS = 10_000
@@ -317,13 +319,13 @@ class PrefectSubscription:
     async def _scheduled_time(self, event: dict[str, object]) -> object:
         """When a Scheduled (or Late) run is due to start: the run's scheduled time, which the
         state event does not carry; the event's time if the server cannot tell."""
-        url = f"{self.settings.api_url}/flow_runs/{quote(str(event['flow_run_id']), safe='')}"
         try:
+            url = self.settings.api_url + RUN_PATH.render_url(event)
             async with self._http.get(
                 url, headers=self._headers(), ssl=client_ssl(self.settings.tls)
             ) as response:
                 run = await response.json() if response.status == 200 else {}
-        except (aiohttp.ClientError, ValueError) as exc:
+        except (aiohttp.ClientError, ValueError) as exc:  # UnsafeUrl is a ValueError
             log.warning("cannot read flow run %s: %s", event["flow_run_id"], exc)
             run = {}
         state = run.get("state") if isinstance(run, dict) else None
