@@ -110,9 +110,10 @@ automations:
         assert isinstance(response, str)
         assert len(response) <= 1024
         assert response.startswith("xxxx")
-    # the daemon closed each connection early instead of draining the rest
+    # the daemon closed each connection early instead of draining the rest: the receiver got
+    # no further than the sockets' buffers take (about 4 MiB on loopback here), not 50 MB
     assert len(huge.sent) == 1 + WEBHOOKS
-    assert all(sent < ANSWER_BYTES // 2 for sent in huge.sent), huge.sent
+    assert all(sent < 16 * 1024 * 1024 for sent in huge.sent), huge.sent
 
 
 async def test_a_prefect_answer_cut_at_the_cap_is_a_clear_failure(tmp_path: Path) -> None:
