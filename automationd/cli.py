@@ -443,17 +443,15 @@ async def _bind(
     `header_timeout` seconds for each request's headers (and for the TLS handshake). Close
     the returned server before `runner.cleanup()`."""
     assert runner.server is not None, "runner.setup() comes first"
-    gate = Gate(runner.server, max_connections=max_connections, header_timeout=header_timeout)
+    gate = Gate(
+        runner.server,
+        max_connections=max_connections,
+        header_timeout=header_timeout,
+        tls=tls,  # the Gate upgrades admitted connections itself
+    )
     loop = asyncio.get_running_loop()
     try:
-        listener = await loop.create_server(
-            gate,
-            host,
-            port,
-            ssl=tls,
-            ssl_handshake_timeout=header_timeout if tls else None,
-            backlog=BACKLOG,
-        )
+        listener = await loop.create_server(gate, host, port, backlog=BACKLOG)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
         await runner.cleanup()

@@ -14,6 +14,11 @@ new ones past the cap with a short 503, and closes a connection whose request li
 are not complete within `header_timeout`, counted from connect (TLS handshake included) for
 the first request and from its first byte for each later one, as hyper does. The body's
 deadline is the handler's (`read_body`), since only it can answer 408.
+
+With TLS, the socket listens in plain TCP and each admitted connection is upgraded by the
+Gate's Connection (`loop.start_tls`): asyncio's own TLS server would call the factory only
+once the handshake is done, so connections past the cap, or dropped mid-handshake, would hold
+their descriptors (or their place) until the handshake timeout, uncounted.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import errno
 import logging
 import math
 import resource
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -140,8 +146,10 @@ class Gate:
         *,
         max_connections: int,
         header_timeout: float,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.protocols = protocols
+        self.tls = tls
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.open = 0
@@ -178,12 +186,15 @@ class Connection(asyncio.Protocol):
         self.gate = gate
         self.inner = inner
         self.transport: asyncio.BaseTransport | None = None
+        """What aiohttp's protocol writes to (the TLS transport over the socket with TLS)."""
+        self.raw: asyncio.Transport | None = None
+        """The socket's own transport while its TLS handshake runs."""
+        self._handshake: asyncio.Task[None] | None = None
         self.state = _AWAITING_HEADERS
         self.requests = 0
         """Requests whose handler is running (more than one only when pipelined)."""
         self._timer: asyncio.TimerHandle | None = None
-        # from accept: a TLS handshake that never ends never calls connection_made
-        self._arm()
+        self._arm()  # from accept: the TLS handshake counts
 
     def _arm(self) -> None:
         self._disarm()
@@ -205,7 +216,9 @@ class Connection(asyncio.Protocol):
         if self.state != _AWAITING_HEADERS:
             return
         self.gate.timed_out += 1
-        if self.transport is None:  # the TLS handshake did not finish; asyncio drops it
+        if self.transport is None:  # the TLS handshake did not finish
+            if self.raw is not None:
+                self.raw.abort()
             self._release()
             return
         log.debug("closed a connection: no whole request line and headers in time")
@@ -233,8 +246,33 @@ class Connection(asyncio.Protocol):
         if self.state == _DONE:  # the handshake finished just as its time ran out
             transport.close()
             return
+        if self.gate.tls is not None and self.raw is None:
+            assert isinstance(transport, asyncio.Transport)  # a TCP socket's
+            self.raw = transport
+            self._handshake = self.gate.loop.create_task(self._start_tls(transport))
+            return
         self.transport = transport
         self.inner.connection_made(transport)
+
+    async def _start_tls(self, raw: asyncio.Transport) -> None:
+        """The TLS handshake within the header deadline; then aiohttp's protocol starts."""
+        assert self.gate.tls is not None
+        try:
+            secured = await self.gate.loop.start_tls(
+                raw,
+                self,
+                self.gate.tls,
+                server_side=True,
+                ssl_handshake_timeout=self.gate.header_timeout,
+            )
+        except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as exc:
+            log.debug("a TLS handshake failed: %s", exc)  # start_tls closed the socket
+            self._release()
+            return
+        if secured is None:  # the socket was gone before the handshake could start
+            self._release()
+            return
+        self.connection_made(secured)  # data and the loss of the connection now come here
 
     def data_received(self, data: bytes) -> None:
         if self.state == _IDLE and data:
@@ -249,6 +287,7 @@ class Connection(asyncio.Protocol):
         made = self.transport is not None
         self._release()
         self.transport = None
+        self.raw = None
         if made:
             self.inner.connection_lost(exc)
 

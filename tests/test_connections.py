@@ -11,6 +11,7 @@ import resource
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -64,6 +65,22 @@ async def connect(address: Address, opened: list[socket.socket]) -> socket.socke
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, address)
     return sock
+
+
+async def connect_admitted(
+    address: Address, opened: list[socket.socket], within: float = 5.0
+) -> socket.socket:
+    """A connection the daemon kept (sent nothing on at once): the place of a client that
+    just left is given back when the daemon has seen it go, which may be a moment later."""
+    async with asyncio.timeout(within):
+        while True:
+            sock = await connect(address, opened)
+            try:
+                async with asyncio.timeout(0.1):
+                    await asyncio.get_running_loop().sock_recv(sock, 1)
+            except TimeoutError:
+                return sock  # nothing came: admitted
+            sock.close()  # refused (a 503): try again
 
 
 async def send(sock: socket.socket, data: bytes) -> None:
@@ -435,8 +452,8 @@ async def test_tls_handshakes_count_and_have_header_timeout(tmp_path: Path) -> N
         context = ssl.create_default_context(cafile=str(cert))
         for _ in range(2):
             with sockets() as opened:
-                silent = [await connect(address, opened) for _ in range(3)]
                 started = time.monotonic()
+                silent = [await connect_admitted(address, opened) for _ in range(3)]
                 closed = await asyncio.gather(*(until_closed(sock, 10) for sock in silent))
                 assert all(data == b"" and when - started >= 0.8 for data, when in closed)
             async with (
@@ -444,6 +461,39 @@ async def test_tls_handshakes_count_and_have_header_timeout(tmp_path: Path) -> N
                 session.get(f"{proc.url}/healthz", ssl=context) as response,
             ):
                 assert response.status == 200
+        with sockets() as opened:
+            # past the cap, before any handshake: the 503 in plain text and closed at once,
+            # not held (uncounted) until a handshake timeout
+            silent = [await connect_admitted(address, opened) for _ in range(3)]
+            started = time.monotonic()
+            extra = await connect(address, opened)
+            data, when = await until_closed(extra, 5)
+            assert data.startswith(b"HTTP/1.1 503 "), data
+            assert when - started < 0.5
+            for sock in silent:
+                sock.close()
+        # connections dropped mid-handshake give their places back at once, not after
+        # header_timeout: a real client right after them is served
+        with sockets() as opened:
+            for _ in range(3):
+                sock = await connect(address, opened)
+                await send(sock, b"\x16\x03\x01")  # the start of a ClientHello
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # a reset
+
+        async def served() -> bool:
+            try:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"{proc.url}/healthz", ssl=context) as response,
+                ):
+                    return response.status == 200
+            except aiohttp.ClientConnectorError:  # refused: a plain-text 503 at the cap
+                return False
+
+        async with asyncio.timeout(0.7):  # well before the 1 s header_timeout frees them
+            while not await served():  # noqa: ASYNC110 - asking the daemon over HTTP
+                await asyncio.sleep(0.05)
         assert not any("Traceback" in line for line in proc.log)
 
 
