@@ -177,8 +177,29 @@ OPENAPI: dict[str, object] = {
         },
         "/dead-letters": {
             "get": {
-                "summary": "Actions that failed for good.",
-                "responses": {"200": _json("The dead letters."), "401": UNAUTHORIZED},
+                "summary": (
+                    "Actions that failed for good, oldest first, a page at a time; "
+                    "next_after is there when more follow."
+                ),
+                "parameters": [
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "description": "Only dead letters with a higher id.",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "At most this many (default 1000).",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                    },
+                ],
+                "responses": {
+                    "200": _json("The dead letters, their total and next_after."),
+                    "400": _error("after or limit out of range."),
+                    "401": UNAUTHORIZED,
+                },
             }
         },
         "/dead-letters/{id}/retry": {

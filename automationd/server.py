@@ -272,9 +272,39 @@ async def post_reload(request: web.Request) -> web.Response:
     )
 
 
+DEAD_LETTER_PAGE = 1000
+"""Dead letters in one answer unless `limit` says otherwise (at most MAX_DEAD_LETTER_PAGE):
+a dead destination can leave hundreds of thousands, too many to hold in memory at once."""
+MAX_DEAD_LETTER_PAGE = 10_000
+
+
 async def get_dead_letters(request: web.Request) -> web.Response:
-    """Actions that failed for good, oldest first."""
-    return web.json_response({"dead_letters": request.app[ENGINE].store.dead_letters()})
+    """Actions that failed for good, oldest first, a page at a time: `after` (an id) and
+    `limit`; `next_after` is there when more follow."""
+    store = request.app[ENGINE].store
+    query = request.query
+    try:
+        after = _bounded_int(query.get("after", "0"), "after", 0, 2**63 - 1)
+        limit = _bounded_int(
+            query.get("limit", str(DEAD_LETTER_PAGE)), "limit", 1, MAX_DEAD_LETTER_PAGE
+        )
+    except EventError as exc:
+        return error(400, exc.message, exc.field)
+    letters = store.dead_letters(after=after, limit=limit + 1)
+    answer: dict[str, object] = {
+        "dead_letters": letters[:limit],
+        "total": store.count_dead_letters(),
+    }
+    if len(letters) > limit:
+        answer["next_after"] = letters[limit - 1]["id"]
+    return web.json_response(answer)
+
+
+def _bounded_int(text: str, name: str, lowest: int, highest: int) -> int:
+    """A query parameter that must be a whole number within bounds; EventError naming it."""
+    if not text.isdigit() or not lowest <= int(text) <= highest:
+        raise EventError(f"'{name}' must be a whole number from {lowest} to {highest}", name)
+    return int(text)
 
 
 async def post_dead_letter_retry(request: web.Request) -> web.Response:

@@ -216,10 +216,12 @@ class StateStore:
         )
         return int(cursor.lastrowid or 0)
 
-    def dead_letters(self) -> list[dict[str, object]]:
+    def dead_letters(self, *, after: int = 0, limit: int = -1) -> list[dict[str, object]]:
+        """Dead letters with an id above `after`, oldest first, at most `limit` (-1: all)."""
         rows = self.db.execute(
             "SELECT id, event_id, automation, action_index, action, error, failed_at, tries "
-            "FROM dead_letters ORDER BY id"
+            "FROM dead_letters WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
         )
         names = (
             "id",
@@ -232,6 +234,10 @@ class StateStore:
             "tries",
         )
         return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def count_dead_letters(self) -> int:
+        """How many dead letters are kept."""
+        return int(self.db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
 
     def dead_letter(self, letter_id: int) -> tuple[dict[str, object], str, int] | None:
         """The event, automation and action index of one dead letter."""

@@ -110,6 +110,26 @@ automations:
             listed = letters["dead_letters"]
             assert isinstance(listed, list)
             assert len(listed) == 7
+            assert letters["total"] == 7
+            assert "next_after" not in letters
+            # a page at a time: a dead destination can leave too many to answer at once
+            pages: list[list[object]] = []
+            after = 0
+            while True:
+                status, page = await get_json(proc, f"/dead-letters?after={after}&limit=3")
+                assert status == 200
+                assert page["total"] == 7
+                letters_of_page = page["dead_letters"]
+                assert isinstance(letters_of_page, list)
+                pages.append([letter["event_id"] for letter in letters_of_page])
+                if "next_after" not in page:
+                    break
+                assert page["next_after"] == letters_of_page[-1]["id"]
+                after = int(str(page["next_after"]))
+            assert pages == [["e05", "e06", "e07"], ["e08", "e09", "e10"], ["e11"]]
+            status, bad = await get_json(proc, "/dead-letters?limit=0")
+            assert status == 400
+            assert bad["field"] == "limit"
             assert await pending_gauge(proc, hanging) == 5
             status, ready = await get_json(proc, "/readyz")
             assert status == 200  # a dead destination does not stop events being accepted
