@@ -30,6 +30,7 @@ from automationd.durations import parse_duration
 from automationd.engine import Engine, utc_now
 from automationd.events import EventError, format_timestamp, parse_json, split_batch
 from automationd.explain import as_text, explain
+from automationd.metrics import Metrics
 from automationd.server import create_app
 from automationd.state import StateError
 from automationd.systemd import Notifier
@@ -396,6 +397,7 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
         tls,
         max_connections=max_connections,
         header_timeout=server.header_timeout,
+        metrics=engine.metrics,
     )
     if listener is None:
         stop.set()
@@ -437,6 +439,7 @@ async def _bind(
     *,
     max_connections: int = DEFAULT_SERVER.max_connections,
     header_timeout: float = DEFAULT_SERVER.header_timeout,
+    metrics: Metrics | None = None,
 ) -> asyncio.Server | None:
     """Listen for the runner's app and log the address; None (logged, cleaned up) when it
     cannot. Connections go through a Gate (connections.py): at most `max_connections` open,
@@ -448,7 +451,10 @@ async def _bind(
         max_connections=max_connections,
         header_timeout=header_timeout,
         tls=tls,  # the Gate upgrades admitted connections itself
+        closed=metrics.connection_closed if metrics else lambda _reason: None,
     )
+    if metrics is not None:
+        metrics.connections_open.set_function(lambda: gate.open)
     loop = asyncio.get_running_loop()
     try:
         listener = await loop.create_server(gate, host, port, backlog=BACKLOG)

@@ -147,9 +147,12 @@ class Gate:
         max_connections: int,
         header_timeout: float,
         tls: ssl.SSLContext | None = None,
+        closed: Callable[[str], None] = lambda _reason: None,
     ) -> None:
         self.protocols = protocols
         self.tls = tls
+        self.closed = closed
+        """Told why the Gate closed a connection: `refused` (the cap) or `header_timeout`."""
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.open = 0
@@ -162,6 +165,7 @@ class Gate:
     def __call__(self) -> asyncio.BaseProtocol:
         if self.open >= self.max_connections:
             self.refused += 1
+            self.closed("refused")
             held = self._refusals.allow()
             if held is not None:
                 more = f"; {held} more refused since the last report" if held else ""
@@ -216,6 +220,7 @@ class Connection(asyncio.Protocol):
         if self.state != _AWAITING_HEADERS:
             return
         self.gate.timed_out += 1
+        self.gate.closed("header_timeout")
         if self.transport is None:  # the TLS handshake did not finish
             if self.raw is not None:
                 self.raw.abort()

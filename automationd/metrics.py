@@ -106,6 +106,19 @@ class Metrics:
             registry=r,
         )
         self._pending: dict[str, Gauge] = {}
+        self.connections_open = Gauge(
+            "automationd_connections_open",
+            "Client connections open (TLS handshakes under way included).",
+            registry=r,
+        )
+        self.connections_closed = Counter(
+            "automationd_connections_closed",
+            "Client connections the daemon closed itself, by reason: refused (past "
+            "server.max_connections), header_timeout (no whole request line and headers in "
+            "time).",
+            ["reason"],
+            registry=r,
+        )
         self.deadlines_armed = Gauge(
             "automationd_sla_deadlines_armed", "SLA deadlines armed.", registry=r
         )
@@ -143,6 +156,10 @@ class Metrics:
         if gauge is None:
             gauge = self._pending[destination] = self.actions_pending.labels(destination)
         gauge.set(pending)
+
+    def connection_closed(self, reason: str) -> None:
+        """Count a connection the daemon closed itself."""
+        self.connections_closed.labels(reason).inc()
 
     def type_label(self, event_type: str) -> str:
         return event_type if event_type in self._known_types else "other"

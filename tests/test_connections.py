@@ -307,9 +307,12 @@ async def flood(address: Address, count: int, opened: list[socket.socket]) -> li
     return clients
 
 
-async def check_the_cap(proc: Daemon, cap: int, header_timeout: float, excess: int) -> None:
+async def check_the_cap(
+    proc: Daemon, cap: int, header_timeout: float, excess: int
+) -> tuple[int, int]:
     """Flood `excess` connections past `cap`: those are refused with a 503 at once, /healthz
-    answers at once, the held ones go after header_timeout, then /healthz is 200 again."""
+    answers at once, the held ones go after header_timeout, then /healthz is 200 again; how
+    many were refused and how many held."""
     address = address_of(proc)
     with sockets() as opened:
         started = time.monotonic()
@@ -328,14 +331,30 @@ async def check_the_cap(proc: Daemon, cap: int, header_timeout: float, excess: i
     assert not accept_error_lines(proc.log), accept_error_lines(proc.log)
     assert not any("Traceback" in line for line in proc.log)
     assert len(proc.log) < 15, proc.log
+    return len(refused), len(held)
 
 
 async def test_connections_past_max_connections_are_refused_at_once(tmp_path: Path) -> None:
     rules = write_rules(tmp_path, header_timeout="3s", max_connections=20)
     async with daemon(rules) as proc:
-        await check_the_cap(proc, 20, header_timeout=3.0, excess=100)
+        refused, held = await check_the_cap(proc, 20, header_timeout=3.0, excess=100)
         refusals = [line for line in proc.log if "refused a connection" in line]
         assert 1 <= len(refusals) <= 2, refusals  # throttled: one line per 10 s
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{proc.url}/metrics") as response,
+        ):
+            metrics = await response.text()
+    counted = {
+        name: float(value)
+        for name, value in re.findall(
+            r'^automationd_connections_closed_total\{reason="(\w+)"\} (\S+)$', metrics, re.M
+        )
+    }
+    # the /healthz asked during the flood may have been refused too
+    assert refused <= counted["refused"] <= refused + 1, (refused, counted)
+    assert counted["header_timeout"] == held
+    assert "automationd_connections_open 1.0" in metrics  # this request's own
 
 
 @asynccontextmanager
