@@ -255,6 +255,26 @@ async def test_an_idle_keep_alive_connection_is_closed_after_idle_timeout(
             assert when - answered >= 1.5
 
 
+async def test_a_later_request_on_a_kept_alive_connection_has_header_timeout(
+    tmp_path: Path,
+) -> None:
+    """After an answer the connection is idle (idle_timeout's); the first byte of the next
+    request starts header_timeout again, so a slowloris on a kept-alive connection is closed
+    at header_timeout, long before idle_timeout."""
+    rules = write_rules(tmp_path, header_timeout="1s", idle_timeout="30s")
+    async with daemon(rules) as proc:
+        with sockets() as opened:
+            sock = await connect(address_of(proc), opened)
+            await send(sock, HEALTHZ)
+            assert (await read_response(sock))[0] == 200
+            await asyncio.sleep(0.5)
+            started = time.monotonic()
+            await send(sock, PARTIAL_HEADERS)
+            received, when = await until_closed(sock, 10)
+            assert received == b""
+            assert 0.8 <= when - started < 5, when - started
+
+
 async def test_a_client_gone_mid_body_is_one_quiet_line(tmp_path: Path) -> None:
     rules = write_rules(tmp_path)
     async with daemon(rules) as proc:
