@@ -67,6 +67,9 @@ MAX_UNWRITTEN = 200_000
 class JournalError(Exception):
     """The journal cannot be written: the events were not made durable."""
 
+    reason = "journal_unwritable"
+    """The `reason` of automationd_events_rejected_total."""
+
 
 class _Segment:
     """One append-only segment file of the journal."""

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from automationd import __version__, jsontext
+from automationd.audit import AuditUnwritable
 from automationd.connections import (
     BodyTimeout,
     body_timed_out,
@@ -152,11 +153,9 @@ async def post_events(request: web.Request) -> web.Response:
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except JournalError as exc:
-        # AuditUnwritable is one (reason audit_unwritable): no event is taken that the
-        # audit trail could not record
-        reason = getattr(exc, "reason", "journal_unwritable")
-        rejected.labels(reason).inc(len(events))
-        if reason != "journal_unwritable":
+        # AuditUnwritable is one too: no event is taken that the audit trail could not record
+        rejected.labels(exc.reason).inc(len(events))
+        if isinstance(exc, AuditUnwritable):
             return error(503, f"the events were not accepted: {exc}; retry later", None)
         return error(503, f"the events could not be made durable: {exc}", None)
     answer: dict[str, object] = {"accepted": ingested.ids}
