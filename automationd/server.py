@@ -19,8 +19,8 @@ from automationd.connections import (
     BodyTimeout,
     body_timed_out,
     client_went_away,
+    connection_of,
     read_body,
-    track_requests,
 )
 from automationd.engine import Busy, Engine
 from automationd.events import (
@@ -72,7 +72,14 @@ async def bearer_tokens(request: web.Request, handler: Handler) -> web.StreamRes
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn aiohttp's own HTTP errors (404, 405, 413) and bugs into JSON answers."""
+    """Turn aiohttp's own HTTP errors (404, 405, 413) and bugs into JSON answers; and tell the
+    request's connection when its headers are complete (the handler runs) and when it was
+    answered, which stops its header deadline until the next request's first byte. One
+    middleware for both: each layer costs every request (a second one took 4 % of
+    single-event throughput)."""
+    connection = connection_of(request)
+    if connection is not None:
+        connection.request_started()
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -82,13 +89,16 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return error(500, "internal error; the daemon logged the details")
+    finally:
+        if connection is not None:
+            connection.request_finished()
 
 
 def create_app(engine: Engine) -> web.Application:
     """The aiohttp application serving `engine`; starting it starts the engine."""
     app = web.Application(
         client_max_size=engine.config.server.max_body_bytes,
-        middlewares=[track_requests, json_errors, bearer_tokens],
+        middlewares=[json_errors, bearer_tokens],
     )
     app[ENGINE] = engine
     app.router.add_post("/events", post_events)
