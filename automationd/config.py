@@ -56,7 +56,7 @@ from automationd.events import (
     EventTypeResolver,
     readable_name,
 )
-from automationd.jmescompile import Compiled, compile_expression
+from automationd.jmescompile import Compiled, compile_expression, event_attributes
 from automationd.secrets import Secret, SecretError, SecretSource, resolve
 from automationd.templating import Template, TemplateError
 from automationd.yamldoc import Document, Position, Problem
@@ -792,6 +792,7 @@ class _Checker:
                 for name in sorted(_unknown_functions(parsed.parsed)):
                     hint = _suggest(name, JMESPATH_FUNCTIONS)
                     self.add((*path, "when"), f"unknown JMESPath function '{name}'{hint}")
+                self._check_condition((*path, "when"), parsed, types)
                 condition = compile_expression(parsed)
         cooldown = None
         spec = raw.get("cooldown")
@@ -936,6 +937,16 @@ class _Checker:
                     if attribute == "flow_group_id":
                         message += " (or name the deployment: flow_group_id: ...)"
                     self.add(path, message, at_key=True)
+
+    def _check_condition(
+        self, path: DocPath, parsed: jmespath.parser.ParsedResult, types: list[EventType] | None
+    ) -> None:
+        """A condition reading an attribute its event types never carry reads null on every
+        event, so it silently never (or always) fires: an error at load, like a template
+        naming it, with the same hint. Keys inside the attribute are not checked."""
+        for attribute in event_attributes(parsed):
+            if "." not in attribute:  # a quoted "a.b" is one key; `_check_attribute` splits
+                self._check_attribute(path, attribute, types)
 
 
 def _is_loopback(host: str) -> bool:

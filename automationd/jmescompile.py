@@ -9,6 +9,8 @@ anything but numbers and strings give null); a node type not compiled here (slic
 multi-selects, `&expressions` as function arguments, ...) is handed, with its subtree, to
 jmespath's interpreter, so every expression jmespath accepts works and gives jmespath's
 result. `tests/test_jmescompile.py` checks that on generated expressions and documents.
+`event_attributes` reads the same tree for the rules file's load-time checks: which attributes
+a condition asks of the event itself.
 """
 
 from __future__ import annotations
@@ -296,3 +298,57 @@ _BUILDERS: Mapping[str, Callable[[Node], Compiled]] = {
     "filter_projection": _filter_projection,
     "flatten": _flatten,
 }
+
+
+_SAME_DOCUMENT = frozenset(
+    {
+        "comparator",
+        "or_expression",
+        "and_expression",
+        "not_expression",
+        "function_expression",
+        "multi_select_list",
+        "multi_select_dict",
+        "key_val_pair",
+        "flatten",
+    }
+)
+"""Nodes that evaluate every child against the document they are given."""
+_CHAINS = frozenset({"subexpression", "index_expression", "pipe"})
+"""Nodes whose first child is given the document and each next one the last one's result."""
+_ELEMENTS = frozenset({"projection", "value_projection", "filter_projection"})
+"""Nodes whose first child is given the document and the others each element of its result."""
+
+
+def event_attributes(parsed: ParsedResult) -> tuple[str, ...]:
+    """The attributes a condition reads from the event itself, in order of first reading, so
+    the rules file can check them against the automation's event types at load.
+
+    Only names looked up in the event document count: `tags` in ``contains(tags, 'p')``,
+    `labels` in `labels.team` (inner keys belong to the attribute's value, which no type
+    describes), `items` in `items[*].name` and `sort_by(items, &name)` (`name` is read from
+    the elements). A node type not listed here is not looked into, so a syntax newer than
+    this code can leave an attribute unchecked but never reports a name the event is not
+    asked for."""
+    found: dict[str, None] = {}
+    _read_from_event(parsed.parsed, found)
+    return tuple(found)
+
+
+def _read_from_event(node: Node, found: dict[str, None]) -> None:
+    """Record in `found` the fields `node` reads, given the event as its document."""
+    kind = node["type"]
+    children = [child for child in node.get("children", ()) if isinstance(child, Mapping)]
+    if kind == "field":
+        found.setdefault(node["value"])
+    elif kind in _SAME_DOCUMENT:
+        for child in children:
+            if child["type"] != "expref":  # an &expression is applied to elements, later
+                _read_from_event(child, found)
+    elif kind in _CHAINS:
+        for child in children:
+            _read_from_event(child, found)
+            if child["type"] not in ("current", "identity"):
+                break  # the next step reads what this one gave, not the event
+    elif kind in _ELEMENTS and children:
+        _read_from_event(children[0], found)
