@@ -721,6 +721,9 @@ class _Checker:
         )
 
     def _event_types(self, raw: object) -> dict[str, EventType]:
+        """`event_types:`: custom types with their message and attributes, and attributes
+        added to built-in types (whose name, message and attributes' kinds stay), so that
+        templates and matchers naming them are checked at load like the built-in ones."""
         declared: dict[str, EventType] = {}
         if not isinstance(raw, dict):
             return declared
@@ -728,12 +731,23 @@ class _Checker:
             path: DocPath = ("event_types", name)
             if not self.clean(path):
                 continue
-            if name in BUILTIN_TYPES:
-                self.add(
-                    path, f"'{name}' is a built-in event type and cannot be redeclared", at_key=True
+            attributes = {str(a): ANY for a in spec.get("attributes", [])}
+            builtin = BUILTIN_TYPES.get(name)
+            if builtin is not None:
+                if "message" in spec:
+                    self.add(
+                        (*path, "message"),
+                        f"{name} is a built-in event type and keeps its message; under "
+                        "event_types: it only takes attributes: to add",
+                        at_key=True,
+                    )
+                    continue
+                known = builtin.attributes or {}
+                added = {a: kind for a, kind in attributes.items() if a not in known}
+                declared[name] = EventType(
+                    name, builtin.event_name, builtin.message, {**known, **added}
                 )
                 continue
-            attributes = {str(a): ANY for a in spec.get("attributes", [])}
             message = self._template((*path, "message"), str(spec.get("message", "{type}")))
             event_type = EventType(
                 name, readable_name(name), message or Template.parse("{type}"), attributes

@@ -44,7 +44,14 @@ _FLOW_RUN_ATTRIBUTES = {
     "flow_run_link": STR,
     "scheduled_start_time": TIMESTAMP,
     "state_type": STR,
+    "tags": LIST,
+    "deployment_id": STR,
+    "deployment_name": STR,
+    "work_pool_name": STR,
+    "work_queue_name": STR,
 }
+"""What a flow run state change carries (and a flow SLA failure of the run): the contract's
+attributes, plus what Prefect users route on (tags, deployment, work pool and queue)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,8 @@ class SubscriptionError(Exception):
 
 
 def _related(event: Mapping[str, Any], role: str) -> tuple[str, str]:
-    """(id, name) of the related resource with `role` (flow, deployment), else empty."""
+    """(id, name) of the related resource with `role` (flow, deployment, work-pool,
+    work-queue), else empty."""
     for resource in event.get("related") or ():
         if isinstance(resource, dict) and resource.get("prefect.resource.role") == role:
             rid = str(resource.get("prefect.resource.id", ""))
@@ -64,6 +65,20 @@ def _related(event: Mapping[str, Any], role: str) -> tuple[str, str]:
                 resource.get("prefect.resource.name", "")
             )
     return "", ""
+
+
+def _tags(event: Mapping[str, Any]) -> list[str]:
+    """The run's tags: Prefect relates each as a resource `prefect.tag.NAME` with the role
+    `tag` (the run's own together with its flow's and deployment's, as its automations see
+    them), sorted and once each."""
+    tags = {
+        str(resource["prefect.resource.id"]).removeprefix("prefect.tag.")
+        for resource in event.get("related") or ()
+        if isinstance(resource, dict)
+        and resource.get("prefect.resource.role") == "tag"
+        and str(resource.get("prefect.resource.id", "")).startswith("prefect.tag.")
+    }
+    return sorted(tags)
 
 
 def flow_run_event(raw: Mapping[str, Any], ui_url: str | None) -> dict[str, object] | None:
@@ -78,7 +93,9 @@ def flow_run_event(raw: Mapping[str, Any], ui_url: str | None) -> dict[str, obje
     if not run_id or not isinstance(state, str):
         return None
     flow_id, flow_name = _related(raw, "flow")
-    deployment_id, _ = _related(raw, "deployment")
+    deployment_id, deployment_name = _related(raw, "deployment")
+    _, work_pool_name = _related(raw, "work-pool")
+    _, work_queue_name = _related(raw, "work-queue")
     ui = (ui_url or "").rstrip("/")
     event: dict[str, object] = {
         "id": str(raw.get("id")),
@@ -94,6 +111,11 @@ def flow_run_event(raw: Mapping[str, Any], ui_url: str | None) -> dict[str, obje
         "state_message": str(resource.get("prefect.state-message", "")),
         "flow_link": f"{ui}/flows/flow/{flow_id}" if ui and flow_id else "",
         "flow_run_link": f"{ui}/runs/flow-run/{run_id}" if ui else "",
+        "tags": _tags(raw),
+        "deployment_id": deployment_id,
+        "deployment_name": deployment_name,
+        "work_pool_name": work_pool_name,
+        "work_queue_name": work_queue_name,
         "tenant_id": "",
         "tenant_slug": "",
     }

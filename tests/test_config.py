@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from automationd import yamldoc
 from automationd.actions import RetryPolicy
 from automationd.actions.webhook import WebhookAction
 from automationd.config import Config, ConfigError, parse_config
+from automationd.events import ANY, BUILTIN_TYPES, EventError, normalise
+from automationd.matching import matcher_holds
 
 SOURCE = Path("/etc/automationd/rules.yaml")
 
@@ -204,8 +207,9 @@ def test_declared_custom_types_are_checked_and_undeclared_accept_anything() -> N
     assert lines == [
         f"{SOURCE}:3:30: event_types.deploy_finished.message: 'ap' is not an attribute of "
         "deploy_finished events; did you mean 'app'?",
-        f"{SOURCE}:4:3: event_types.flow_run_state_change: 'flow_run_state_change' is a built-in "
-        "event type and cannot be redeclared",
+        f"{SOURCE}:4:27: event_types.flow_run_state_change.message: flow_run_state_change is a "
+        "built-in event type and keeps its message; under event_types: it only takes attributes: "
+        "to add",
         f"{SOURCE}:8:67: automations[0].actions[0].webhook.payload.v: 'version' is not an "
         "attribute of deploy_finished events",
     ]
@@ -384,4 +388,94 @@ def test_templates_of_every_notification_kind_are_checked() -> None:
         f"{SOURCE}:10:70: automations[0].actions[2].email.body: template error at character 4: field '{{x:>3}}': conversions and format specs are not supported",
         f"{SOURCE}:11:121: automations[0].actions[3].twilio.message: 'kind' is not an attribute of flow_run_state_change events; did you mean 'id'?",
         f"{SOURCE}:12:46: automations[0].actions[4].pagerduty.message: 'state_mesage' is not an attribute of flow_run_state_change events; did you mean 'state_message'?",
+    ]
+
+
+def test_tags_deployments_and_work_pools_pass_the_template_and_match_checks() -> None:
+    config = parse(
+        """\
+        version: 1
+        flow_slas:
+          - {id: prod-runtime, kind: STARTED_NOT_FINISHED, duration: 1h, match: {tags: prod}}
+        automations:
+          - name: prod
+            on: [flow_run_state_change, flow_sla_failure]
+            match: {tags: prod, work_pool_name: k8s, work_queue_name: default}
+            actions:
+              - webhook:
+                  url: http://127.0.0.1:1/hook
+                  payload: {text: "{deployment_name} ({deployment_id}) {tags}"}
+        """
+    )
+    (automation,) = config.automations
+    tags, pool, queue = automation.match
+    # a list attribute matches when one of its items is the value
+    assert matcher_holds(tags, {"tags": ["team-a", "prod"]})
+    assert not matcher_holds(tags, {"tags": ["nonprod"]})
+    assert not matcher_holds(tags, {"tags": None})
+    assert matcher_holds(pool, {"work_pool_name": "k8s"})
+    assert matcher_holds(queue, {"work_queue_name": "default"})
+    assert config.flow_slas[0].match[0].path == ("tags",)
+
+
+def test_event_types_may_add_attributes_to_a_built_in_type_and_its_message_stays() -> None:
+    config = parse(
+        """\
+        version: 1
+        event_types:
+          flow_run_state_change: {attributes: [team, state]}
+        automations:
+          - name: team
+            on: [flow_run_state_change]
+            match: {team: data}
+            actions: [{webhook: {url: "http://127.0.0.1:1/", payload: {t: "{team} {state}"}}}]
+        """
+    )
+    resolve = config.resolver()
+    extended = resolve("flow_run_state_change")
+    builtin = BUILTIN_TYPES["flow_run_state_change"]
+    assert (extended.event_name, extended.message) == (builtin.event_name, builtin.message)
+    assert extended.attributes == {**(builtin.attributes or {}), "team": ANY}
+    event = normalise(
+        {"type": "flow_run_state_change", "team": {"lead": "ann"}, "state": "Failed"},
+        resolve,
+        datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert event["team"] == {"lead": "ann"}
+    assert str(event["message"]).startswith("Run  of flow  entered state Failed")
+    # the built-in attributes keep their kinds
+    with pytest.raises(EventError, match="'state' must be a string"):
+        normalise({"type": "flow_run_state_change", "state": 3}, resolve, datetime.now(UTC))
+    assert resolve("flow_sla_failure") is BUILTIN_TYPES["flow_sla_failure"]
+
+
+def test_an_attribute_not_added_to_a_built_in_type_is_still_refused() -> None:
+    text = """\
+        version: 1
+        event_types:
+          flow_run_state_change: {attributes: [team]}
+        automations:
+          - name: a
+            on: [flow_run_state_change]
+            match: {teem: data}
+            actions: [{webhook: {url: "http://127.0.0.1:1/", payload: {t: "{owner}"}}}]
+    """
+    assert problems(text) == [
+        f"{SOURCE}:7:13: automations[0].match.teem: 'teem' is not an attribute of "
+        "flow_run_state_change events; did you mean 'team'?",
+        f"{SOURCE}:8:67: automations[0].actions[0].webhook.payload.t: 'owner' is not an "
+        "attribute of flow_run_state_change events",
+    ]
+
+
+def test_a_message_for_a_built_in_type_is_refused_saying_the_built_in_one_stays() -> None:
+    text = """\
+        version: 1
+        event_types:
+          flow_sla_failure: {attributes: [team], message: "SLA {team}"}
+        automations: []
+    """
+    assert problems(text) == [
+        f"{SOURCE}:3:42: event_types.flow_sla_failure.message: flow_sla_failure is a built-in "
+        "event type and keeps its message; under event_types: it only takes attributes: to add",
     ]

@@ -195,3 +195,31 @@ def test_a_batch_is_checked_for_depth_by_its_brackets_and_the_deep_event_is_name
     with pytest.raises(EventError, match="nested deeper than 32") as raised:
         parse_json(json.dumps(batch).encode())
     assert raised.value.field == "[57].n" + ".a" * 31
+
+
+@pytest.mark.parametrize("event_type", ["flow_run_state_change", "flow_sla_failure"])
+def test_flow_run_events_carry_tags_deployment_and_work_pool(event_type: str) -> None:
+    event = normalise(
+        {
+            "type": event_type,
+            "tags": ["prod", "team-a"],
+            "deployment_id": "d1",
+            "deployment_name": "nightly",
+            "work_pool_name": "k8s",
+        },
+        RESOLVE,
+        NOW,
+    )
+    assert (event["tags"], event["deployment_name"], event["work_queue_name"]) == (
+        ["prod", "team-a"],
+        "nightly",
+        None,  # known attributes are always present
+    )
+    with pytest.raises(EventError) as caught:
+        normalise({"type": event_type, "tags": "prod"}, RESOLVE, NOW)
+    assert (caught.value.message, caught.value.field) == (
+        "'tags' must be a list, got a string",
+        "tags",
+    )
+    with pytest.raises(EventError, match="'work_pool_name' must be a string"):
+        normalise({"type": event_type, "work_pool_name": 1}, RESOLVE, NOW)

@@ -27,8 +27,10 @@ os.environ.setdefault(
 )
 
 from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.states import Failed, Running, Scheduled
 
+from automationd.prefect_events import flow_run_event
 from tests.prefect_server import TcpProxy, losing_proxy, prefect_server
 from tests.support import Daemon, audit_records, daemon, receiver, until
 
@@ -453,3 +455,124 @@ async def test_an_event_without_the_id_fails_the_action_for_good_and_reload_subs
         "the event has no flow_run_id to act on",
         1,
     )
+
+
+async def a_deployment_in_a_work_pool(
+    client: PrefectClient, tags: list[str]
+) -> tuple[str, uuid.UUID, str, str]:
+    """A new flow with one deployment on a new work pool and queue (unique names), tagged
+    `tags`: (flow name, deployment id, work pool name, work queue name)."""
+    suffix = uuid.uuid4().hex[:8]
+    pool, queue = f"pool-{suffix}", f"queue-{suffix}"
+    await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    await client.create_work_queue(name=queue, work_pool_name=pool)
+    name = f"etl-{suffix}"
+    flow_id = await client.create_flow_from_name(name)
+    deployment_id = await client.create_deployment(
+        flow_id=flow_id, name="nightly", work_pool_name=pool, work_queue_name=queue, tags=tags
+    )
+    return name, deployment_id, pool, queue
+
+
+async def test_a_run_is_routed_by_its_tags_deployment_and_work_pool(
+    tmp_path: Path, prefect_api: str, prefect: PrefectClient
+) -> None:
+    name, deployment_id, pool, queue = await a_deployment_in_a_work_pool(prefect, ["etl"])
+    async with receiver() as hooks:
+        config = rules(
+            tmp_path,
+            prefect_api,
+            f"""\
+            flow_slas:
+              - {{id: prod-runtime, kind: STARTED_NOT_FINISHED, duration: 1s, match: {{tags: prod, flow_name: {name}}}}}
+            automations:
+              - name: prod
+                on: [flow_run_state_change]
+                match: {{tags: prod, state: Failed, flow_name: {name}}}
+                actions:
+                  - webhook: {{url: "{hooks.url}/prod"}}
+                  - webhook:
+                      url: "{hooks.url}/prod-text"
+                      payload: {{text: "{{deployment_name}} on {{work_pool_name}}/{{work_queue_name}} [{{tags}}]"}}
+              - name: nonprod
+                on: [flow_run_state_change]
+                match: {{tags: nonprod, flow_name: {name}}}
+                actions: [{{webhook: {{url: "{hooks.url}/nonprod"}}}}]
+              - name: prod-sla
+                on: [flow_sla_failure]
+                match: {{tags: prod}}
+                actions: [{{webhook: {{url: "{hooks.url}/sla"}}}}]
+            """,
+        )
+        async with daemon(config) as running:
+            await subscribed(running)
+            run = await prefect.create_flow_run_from_deployment(
+                deployment_id, tags=["prod", "team-a"]
+            )
+            await prefect.set_flow_run_state(run.id, Running(), force=True)
+            (sla,) = await hooks.wait_for_path("/sla", within=30)
+            await prefect.set_flow_run_state(run.id, Failed(message="disk full"), force=True)
+            (failed,) = await hooks.wait_for_path("/prod", within=30)
+            (text,) = await hooks.wait_for_path("/prod-text", within=30)
+            await asyncio.sleep(1)  # a /nonprod request would arrive meanwhile
+    assert not [r for r in hooks.requests if r.path == "/nonprod"]
+    assert set(run.tags) == {"etl", "prod", "team-a"}  # the deployment's and the run's own
+    routing = {
+        "tags": ["etl", "prod", "team-a"],
+        "deployment_id": str(deployment_id),
+        "deployment_name": "nightly",
+        "work_pool_name": pool,
+        "work_queue_name": queue,
+    }
+    for delivered in (failed, sla):
+        event = delivered.body
+        assert isinstance(event, dict)
+        assert (event["flow_run_id"], event["flow_name"]) == (str(run.id), name)
+        assert {k: event[k] for k in routing} == routing
+    assert failed.body["state"] == "Failed"  # type: ignore[index]
+    assert (sla.body["type"], sla.body["kind"]) == (  # type: ignore[index]
+        "flow_sla_failure",
+        "STARTED_NOT_FINISHED",
+    )
+    assert text.body == {"text": f"nightly on {pool}/{queue} [etl, prod, team-a]"}
+    matched = [
+        str(r["automation"])
+        for r in audit_records(tmp_path / "audit.jsonl")
+        if r["kind"] == "automation.matched"
+    ]
+    assert sorted(matched) == ["prod", "prod-sla"]
+
+
+def test_a_prefect_event_without_deployment_or_tags_gives_empty_values() -> None:
+    raw = {
+        "id": "e1",
+        "occurred": "2026-12-02T03:06:24.047441Z",
+        "event": "prefect.flow-run.Running",
+        "resource": {
+            "prefect.resource.id": "prefect.flow-run.r1",
+            "prefect.resource.name": "brave-otter",
+            "prefect.state-name": "Running",
+            "prefect.state-type": "RUNNING",
+        },
+        "related": [
+            {
+                "prefect.resource.id": "prefect.flow.f1",
+                "prefect.resource.role": "flow",
+                "prefect.resource.name": "etl",
+            },
+            {"prefect.resource.id": "prefect.tag.b", "prefect.resource.role": "tag"},
+            {"prefect.resource.id": "prefect.tag.a", "prefect.resource.role": "tag"},
+            {"prefect.resource.id": "prefect.tag.a", "prefect.resource.role": "tag"},
+            {"prefect.resource.id": "prefect.other.x", "prefect.resource.role": "tag"},
+        ],
+    }
+    event = flow_run_event(raw, None)
+    assert event is not None
+    assert {k: event[k] for k in ("tags", "deployment_id", "deployment_name")} == {
+        "tags": ["a", "b"],
+        "deployment_id": "",
+        "deployment_name": "",
+    }
+    assert (event["work_pool_name"], event["work_queue_name"]) == ("", "")
+    raw["related"] = []
+    assert flow_run_event(raw, None)["tags"] == []  # type: ignore[index]
