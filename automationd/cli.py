@@ -7,9 +7,12 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import ssl
 import sys
+import urllib.parse
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -61,17 +64,27 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         default="127.0.0.1:8788",
         help="host:port (default %(default)s)",
     )
-    receive.add_argument("--status", type=int, default=200, help="status to answer (default 200)")
+    receive.add_argument(
+        "--status",
+        type=int,
+        help="answer every request with this status (e.g. 500 to try retries); by default "
+        "each gets the success its service answers (Slack 200 ok, Teams 202, Twilio 201, ...)",
+    )
 
     send = commands.add_parser(
-        "send", help="post an event to a running daemon: automationd send TYPE key=value ..."
+        "send",
+        help="post an event to a running daemon: automationd send TYPE key=value key:=json ...",
+        description="Post an event to a running daemon. As in HTTPie, key=value is always "
+        "text (version=1.10 and flow_run_id=123 stay strings) and key:=json is raw JSON: "
+        'count:=3, ok:=true, tags:=\'["a", "b"]\', labels:=\'{"env": "prod"}\'.',
     )
     send.add_argument("type", nargs="?", help="the event type (not with --file)")
     send.add_argument(
         "fields",
         nargs="*",
-        metavar="key=value",
-        help="values parse as JSON when they can, else text",
+        metavar="key=value|key:=json",
+        help="key=value is always text; key:=json is raw JSON (number, true, false, null, "
+        "list, object)",
     )
     send.add_argument("--file", type=Path, help="a JSON body (an event or an array); - for stdin")
     send.add_argument(
@@ -271,6 +284,10 @@ async def _send_test(config: Config, name: str, event: object, environ: Mapping[
 
 def send_event(args: argparse.Namespace) -> int:
     """`automationd send`: build the event, POST it, print the answer; 0 on 202."""
+
+    def not_json(constant: str) -> object:
+        raise ValueError(f"{constant} is not a JSON number")  # the daemon refuses it too
+
     if args.file is not None:
         if args.type or args.fields:
             print(
@@ -278,22 +295,39 @@ def send_event(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text("utf-8")
-        body = text.encode()
+        try:
+            body = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
+        except OSError as exc:
+            print(f"automationd send: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 1
     else:
         if not args.type:
             print("automationd send: an event type is needed (or --file)", file=sys.stderr)
             return 2
         event: dict[str, object] = {"type": args.type}
         for field in args.fields:
+            # HTTPie's convention: `key=value` is always text, `key:=json` raw JSON
             key, sep, raw = field.partition("=")
+            is_json = key.endswith(":")
+            key = key.removesuffix(":")
             if not sep or not key:
-                print(f"automationd send: {field!r} is not key=value", file=sys.stderr)
+                print(
+                    f"automationd send: {field!r} is not key=value or key:=json",
+                    file=sys.stderr,
+                )
                 return 2
-            try:
-                event[key] = json.loads(raw)
-            except ValueError:
+            if not is_json:
                 event[key] = raw
+                continue
+            try:
+                event[key] = json.loads(raw, parse_constant=not_json)
+            except ValueError as exc:
+                print(
+                    f"automationd send: {field!r}: the value of {key!r} is not JSON ({exc}); "
+                    f"use {key}=... for text",
+                    file=sys.stderr,
+                )
+                return 2
         body = json.dumps(event).encode()
     return asyncio.run(_post(args.url.rstrip("/") + "/events", body, args.token))
 
@@ -478,15 +512,72 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def receive_webhooks(host: str, port: int, status: int) -> int:
-    """`automationd receive`: print each request as one JSON line, answer `status`."""
+async def receive_webhooks(host: str, port: int, status: int | None) -> int:
+    """`automationd receive`: print each request as one JSON line, and answer it as the
+    service it stands in for would, so that every HTTP action kind pointed at it succeeds:
+    PagerDuty's `/v2/enqueue` 202, Twilio's `.../Messages.json` 201 with a message, Prefect's
+    `set_state` 201 ACCEPT, `create_flow_run` 201 with a run (200 with the same run for a
+    known idempotency key), `pause_deployment` 200, a Teams card (`"type": "message"`) 202,
+    anything else (Slack, webhooks) 200 with the body `ok`, which is what Slack answers.
+    With `status`, every request gets that status instead (to try failures)."""
+    runs: dict[str, dict[str, object]] = {}  # flow runs "created", by idempotency key
+
+    def as_service(path: str, body: object) -> web.Response:
+        fields = body if isinstance(body, dict) else {}
+        if path.endswith("/v2/enqueue"):
+            dedup_key = fields.get("dedup_key")
+            answer = {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
+            return web.json_response(answer, status=202)
+        if twilio := re.search(r"/2010-04-01/Accounts/([^/]+)/Messages\.json$", path):
+            message = {
+                "sid": f"SM{uuid.uuid4().hex}",
+                "account_sid": twilio.group(1),
+                "messaging_service_sid": fields.get("MessagingServiceSid"),
+                "to": fields.get("To"),
+                "body": fields.get("Body"),
+                "status": "accepted",
+            }
+            return web.json_response(message, status=201)
+        if path.endswith("/set_state"):
+            state = fields.get("state")
+            accepted: dict[str, object] = {"status": "ACCEPT", "details": {}, "state": state}
+            return web.json_response(accepted, status=201)
+        if path.endswith("/pause_deployment"):
+            return web.json_response(None)
+        if deployment := re.search(r"/deployments/([^/]+)/create_flow_run$", path):
+            key = str(fields.get("idempotency_key") or uuid.uuid4())
+            if key in runs:
+                return web.json_response(runs[key])
+            runs[key] = {
+                "id": str(uuid.uuid4()),
+                "name": f"received-run-{len(runs) + 1}",
+                "deployment_id": deployment.group(1),
+                "parameters": fields.get("parameters", {}),
+                "idempotency_key": key,
+                "state": {"type": "SCHEDULED", "name": "Scheduled"},
+            }
+            return web.json_response(runs[key], status=201)
+        if fields.get("type") == "message" and "attachments" in fields:
+            return web.Response(status=202)  # a Teams Workflows webhook
+        return web.Response(text="ok")
+
+    def as_told(told: int) -> web.Response:
+        if told < 200 or told in (204, 304):
+            return web.Response(status=told)
+        text = "ok" if told < 300 else f"automationd receive answers {told} (--status)"
+        return web.Response(status=told, text=text)
 
     async def handle(request: web.Request) -> web.Response:
         raw = await request.read()
-        try:
-            body: object = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
+        body: object
+        if request.content_type == "application/x-www-form-urlencoded":  # Twilio
+            body = dict(urllib.parse.parse_qsl(raw.decode("utf-8", "replace")))
+        else:
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode("utf-8", "replace")
+        response = as_service(request.path, body) if status is None else as_told(status)
         record = {
             "time": format_timestamp(utc_now()),
             "method": request.method,
@@ -497,9 +588,10 @@ async def receive_webhooks(host: str, port: int, status: int) -> int:
                 if k.lower() not in {"host", "content-length"}
             },
             "body": body,
+            "answered": response.status,
         }
         print(json.dumps(record, ensure_ascii=False), flush=True)
-        return web.json_response({"ok": status < 400}, status=status)
+        return response
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
