@@ -14,11 +14,13 @@ from fnmatch import fnmatchcase
 from typing import cast
 
 import aiohttp
+from jmespath.exceptions import JMESPathError, JMESPathTypeError
 
 from automationd.actions import ActionContext, Services
 from automationd.config import Automation, Config
 from automationd.events import normalise
-from automationd.matching import judge
+from automationd.matching import judge, matcher_holds
+from automationd.templating import lookup
 
 CooldownCheck = Callable[[Automation, dict[str, object]], tuple[str, float] | None]
 """(key, seconds left) when a cooldown would hold the automation back."""
@@ -45,11 +47,11 @@ def explain(
         if not automation.enabled:
             verdict["reason"] = "disabled (enabled: false)"
         elif not any(fnmatchcase(event_type, pattern) for pattern in automation.on):
-            verdict["reason"] = f"type {event_type!r} is not in on: {list(automation.on)}"
-        elif not (judged := judge(automation, event)).fired:
-            verdict["reason"] = judged.reason + (f" ({judged.error})" if judged.error else "")
+            verdict["reason"] = f"type {_json(event_type)} is not in on: {_json(automation.on)}"
+        elif not judge(automation, event, why=False).fired:
+            verdict["reason"] = _why_not(automation, event)
         elif cooldown is not None and (held := cooldown(automation, event)) is not None:
-            verdict["reason"] = f"cooldown: key {held[0]!r} is held for {held[1]:g} s more"
+            verdict["reason"] = f"cooldown: key {_json(held[0])} is held for {held[1]:g} s more"
         else:
             verdict["fires"] = True
             verdict["actions"] = [
@@ -62,6 +64,39 @@ def explain(
             ]
         verdicts.append(verdict)
     return {"event": event, "automations": verdicts}
+
+
+def _json(value: object) -> str:
+    """A value as the rules and events write it: JSON (`false`, `null`, `"text"`), never
+    Python's repr (`False`, `None`, `'text'`)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _why_not(automation: Automation, event: dict[str, object]) -> str:
+    """Why `judge` did not fire the automation, every value in JSON form (its own reasons
+    show Python's repr): the first matcher that fails and the value it saw, else the
+    condition and what it gave, or the error it raised."""
+    for matcher in automation.match:
+        if not matcher_holds(matcher, event):
+            seen = lookup(event, matcher.path)
+            return (
+                f"match {matcher.attribute}: expected one of {_json(matcher.values)}, "
+                f"saw {_json(seen)}"
+            )
+    condition = f"condition {_json(automation.when)}"
+    if automation.condition is None:  # judge fires an automation with no failing matcher
+        return "no matcher or condition failed"
+    try:
+        result = automation.condition(event)
+    except JMESPathTypeError as exc:  # its message shows the value in Python's repr
+        return (
+            f"{condition} failed (In function {exc.function_name}(), invalid type for value: "
+            f"{_json(exc.current_value)}, expected one of: {_json(exc.expected_types)}, "
+            f"received: {_json(exc.actual_type)})"
+        )
+    except (JMESPathError, TypeError) as exc:
+        return f"{condition} failed ({exc})"
+    return f"{condition} gave {_json(result)}"
 
 
 def as_text(explained: dict[str, object]) -> str:

@@ -25,7 +25,7 @@ automations:
   - {name: crashed-only, on: [flow_run_state_change], match: {state: Crashed}, actions: [{webhook: {url: "http://127.0.0.1:9/c"}}]}
   - {name: prod-only, on: [flow_run_state_change], when: "contains(tags, 'prod')", actions: [{webhook: {url: "http://127.0.0.1:9/d"}}]}
   - {name: needs-number, on: [flow_run_state_change], when: "length(flow_name) > `100`", actions: [{webhook: {url: "http://127.0.0.1:9/e"}}]}
-  - {name: broken-condition, on: [flow_run_state_change], when: "length(retries) > `0`", actions: [{webhook: {url: "http://127.0.0.1:9/f"}}]}
+  - {name: broken-condition, on: [flow_run_state_change], when: "length(state_message) > `0`", actions: [{webhook: {url: "http://127.0.0.1:9/f"}}]}
   - name: everything
     on: ["flow_*"]
     cooldown: {for: 1h, key: "{flow_name}"}
@@ -68,14 +68,16 @@ def test_every_reason_and_every_rendered_action(tmp_path: Path) -> None:
     (answer,) = json.loads(result.stdout)
     verdicts = {v["automation"]: v for v in answer["automations"]}
     assert verdicts["off"]["reason"] == "disabled (enabled: false)"
-    assert verdicts["deploys"]["reason"] == "type 'flow_run_state_change' is not in on: ['deploy']"
+    assert verdicts["deploys"]["reason"] == 'type "flow_run_state_change" is not in on: ["deploy"]'
     assert (
         verdicts["crashed-only"]["reason"]
-        == "match state: expected one of ['Crashed'], saw 'Failed'"
+        == 'match state: expected one of ["Crashed"], saw "Failed"'
     )
-    assert verdicts["prod-only"]["reason"] == "condition \"contains(tags, 'prod')\" gave False"
-    assert verdicts["needs-number"]["reason"].startswith(
-        "condition 'length(flow_name) > `100`' gave False"
+    assert verdicts["prod-only"]["reason"] == "condition \"contains(tags, 'prod')\" gave false"
+    assert verdicts["needs-number"]["reason"] == 'condition "length(flow_name) > `100`" gave false'
+    assert verdicts["broken-condition"]["reason"] == (
+        'condition "length(state_message) > `0`" failed (In function length(), invalid type '
+        'for value: null, expected one of: ["string", "array", "object"], received: "null")'
     )
     actions = verdicts["everything"]["actions"]
     assert verdicts["everything"]["fires"] is True
@@ -110,7 +112,7 @@ def test_readable_report_and_errors(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "event e1 (flow_run_state_change)" in result.stdout
     assert (
-        "  - crashed-only: no, match state: expected one of ['Crashed'], saw 'Failed'"
+        '  - crashed-only: no, match state: expected one of ["Crashed"], saw "Failed"'
         in result.stdout
     )
     assert "  + everything: FIRES" in result.stdout
@@ -150,7 +152,7 @@ automations:
                 answer = await response.json()
             (verdict,) = answer["automations"]
             assert verdict["fires"] is False
-            assert verdict["reason"].startswith("cooldown: key 'etl' is held for")
+            assert verdict["reason"].startswith('cooldown: key "etl" is held for')
             async with session.post(f"{proc.url}/explain", data=b"{bad") as response:
                 assert response.status == 400
             assert await proc.stop() == 0
@@ -187,3 +189,54 @@ automations:
     ] * 2
     assert all(r.get("test") is True for r in records if str(r["kind"]).startswith("action."))
     assert not any(r["kind"] == "action.dead_lettered" for r in records)  # a test leaves none
+
+
+JSON_VALUES_RULES = """\
+version: 1
+server: {listen: "127.0.0.1:0"}
+automations:
+  - {name: first-try, on: [job_done], match: {attempt: 1}, actions: [{webhook: {url: "http://127.0.0.1:9/a"}}]}
+  - {name: needs-owner, on: [job_done], match: {owner: ops}, actions: [{webhook: {url: "http://127.0.0.1:9/b"}}]}
+  - {name: quiet-only, on: [job_done], match: {quiet: true}, actions: [{webhook: {url: "http://127.0.0.1:9/c"}}]}
+  - {name: failed-only, on: [job_done], when: "failed", actions: [{webhook: {url: "http://127.0.0.1:9/d"}}]}
+  - {name: has-retries, on: [job_done], when: "retries", actions: [{webhook: {url: "http://127.0.0.1:9/e"}}]}
+  - {name: has-labels, on: [job_done], when: "labels", actions: [{webhook: {url: "http://127.0.0.1:9/f"}}]}
+"""
+
+JOB = {
+    "type": "job_done",
+    "id": "j1",
+    "attempt": True,
+    "quiet": False,
+    "failed": False,
+    "labels": {},
+}
+
+
+def test_every_value_in_a_reason_is_shown_as_json(tmp_path: Path) -> None:
+    """JSON's true/false/null and double quotes, never Python's True/False/None/'...'."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(JSON_VALUES_RULES)
+    result = run_test(rules, json.dumps(JOB))
+    assert result.returncode == 0, result.stderr
+    assert "  - first-try: no, match attempt: expected one of [1], saw true" in result.stdout
+    assert '  - needs-owner: no, match owner: expected one of ["ops"], saw null' in result.stdout
+    assert "  - quiet-only: no, match quiet: expected one of [true], saw false" in result.stdout
+    assert '  - failed-only: no, condition "failed" gave false' in result.stdout
+    assert '  - has-retries: no, condition "retries" gave null' in result.stdout
+    assert '  - has-labels: no, condition "labels" gave {}' in result.stdout
+    for python in ("True", "False", "None", "'"):
+        assert python not in result.stdout, result.stdout
+
+
+async def test_post_explain_shows_json_false(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(JSON_VALUES_RULES)
+    async with daemon(rules) as proc, aiohttp.ClientSession() as session:
+        async with session.post(f"{proc.url}/explain", json=JOB) as response:
+            assert response.status == 200
+            answer = await response.json()
+        reasons = {v["automation"]: v["reason"] for v in answer["automations"]}
+        assert reasons["failed-only"] == 'condition "failed" gave false'
+        assert reasons["quiet-only"] == "match quiet: expected one of [true], saw false"
+        assert await proc.stop() == 0
