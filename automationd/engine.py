@@ -236,7 +236,7 @@ class Engine:
         self.metrics.watch(
             self._queue.qsize,
             lambda: len(self.deadlines),
-            lambda: float(self.prefect is not None and self.prefect.state == "connected"),
+            lambda: None if self.prefect is None else float(self.prefect.state == "connected"),
         )
         self._resume()
         self._subscribe(config)
@@ -274,7 +274,8 @@ class Engine:
 
     async def reload(self, trigger: str, *, force: bool = True) -> ReloadOutcome:
         """Load the rules file again and swap it in whole, or keep the old rules and report
-        every problem. Without `force`, an unchanged file (same sha256) is left alone.
+        every problem. Without `force`, an unchanged file (same sha256) is left alone; after a
+        rejection, that file is `restored` (a successful outcome, logged and audited).
         A forced reload (SIGHUP, POST /reload) also reopens the audit file, for logrotate."""
         if force:
             self.audit.reopen()
@@ -295,7 +296,15 @@ class Engine:
             )
         sha256 = hashlib.sha256(data).hexdigest()
         if sha256 == old.sha256 and not force:
-            return ReloadOutcome(now, trigger, "unchanged", sha256)
+            if self.last_reload.outcome != "rejected":
+                return ReloadOutcome(now, trigger, "unchanged", sha256)
+            # the file is back to the rules running: nothing to swap, but the rejection is
+            # over, and the gauge, the log and the audit trail must say so
+            self.metrics.reload_successful.set(1)
+            self.metrics.reload_timestamp.set(time.time())
+            self.audit.write("config.restored", path=str(path), sha256=sha256, trigger=trigger)
+            log.info("%s is the running rules again (%s): nothing changed", path, trigger)
+            return ReloadOutcome(now, trigger, "restored", sha256)
         self.notifier.reloading()
         try:
             try:

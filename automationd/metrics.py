@@ -17,12 +17,38 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series only add noise
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class OptionalGauge(Collector):
+    """A gauge read when scraped that has no sample while its function answers None: for
+    something that may not be set up at all (a Prefect subscription), where a 0 would read
+    as "down" to an alert on 0."""
+
+    def __init__(self, name: str, documentation: str, *, registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.function: Callable[[], float | None] = lambda: None
+        registry.register(self)
+
+    def set_function(self, function: Callable[[], float | None]) -> None:
+        self.function = function
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterable[Metric]:
+        value = self.function()
+        if value is None:
+            return []
+        return [GaugeMetricFamily(self.name, self.documentation, value=value)]
 
 
 class Metrics:
@@ -122,9 +148,10 @@ class Metrics:
         self.deadlines_armed = Gauge(
             "automationd_sla_deadlines_armed", "SLA deadlines armed.", registry=r
         )
-        self.prefect_up = Gauge(
+        self.prefect_up = OptionalGauge(
             "automationd_prefect_subscription_up",
-            "1 while subscribed to the Prefect server's event stream (0 also when not asked).",
+            "1 while subscribed to the Prefect server's event stream, 0 while the subscription "
+            "is down; no sample without a subscription.",
             registry=r,
         )
         self.prefect_events = Counter(
@@ -168,9 +195,10 @@ class Metrics:
         self,
         queue_depth: Callable[[], float],
         deadlines: Callable[[], float],
-        prefect_up: Callable[[], float],
+        prefect_up: Callable[[], float | None],
     ) -> None:
-        """Gauges read when scraped."""
+        """Gauges read when scraped; `prefect_up` answers None when there is no
+        subscription, and its gauge then has no sample."""
         self.queue_depth.set_function(queue_depth)
         self.deadlines_armed.set_function(deadlines)
         self.prefect_up.set_function(prefect_up)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import socket
@@ -13,7 +14,15 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support import Daemon, Receiver, audit_records, daemon, receiver, until
+from tests.support import (
+    Daemon,
+    Receiver,
+    audit_records,
+    daemon,
+    free_port,
+    receiver,
+    until,
+)
 
 BASE = """\
 version: 1
@@ -316,3 +325,56 @@ async def test_systemd_notifications_and_watchdog(tmp_path: Path) -> None:
                 await notify.wait_for("STOPPING=1")
         finally:
             await notify.close()
+
+
+async def test_saving_the_running_rules_after_a_rejection_is_a_successful_outcome(
+    tmp_path: Path,
+) -> None:
+    """The fixed file is byte for byte the rules still running: nothing to swap, but the
+    rejection is over, which the gauge, the log, the audit trail and /rules must say."""
+    trail = tmp_path / "audit.jsonl"
+    async with running(tmp_path) as (proc, _, rules):
+        good = rules.read_text()
+        write_atomically(rules, good.replace("automations:", "automatons:"))
+        await audited(trail, "config.rejected")
+        _, _, metrics = await http("GET", f"{proc.url}/metrics")
+        assert "automationd_config_last_reload_successful 0.0" in metrics
+        write_atomically(rules, good)
+        (restored,) = await audited(trail, "config.restored")
+        assert restored["trigger"] == "watch"
+        assert restored["path"] == str(rules)
+        assert restored["sha256"] == hashlib.sha256(good.encode()).hexdigest()
+        _, _, metrics = await http("GET", f"{proc.url}/metrics")
+        assert "automationd_config_last_reload_successful 1.0" in metrics
+        _, body, _ = await http("GET", f"{proc.url}/rules")
+        assert isinstance(body, dict)
+        assert body["last_reload"]["outcome"] == "restored"
+
+        async def logged() -> bool:
+            return any(f"{rules} is the running rules again" in line for line in proc.log)
+
+        await until(logged, within=15)
+        # saved once more, unchanged: nothing to tell
+        write_atomically(rules, good)
+        await until(lambda: _last_outcome(proc.url, "unchanged"), within=15)
+    kinds = [r["kind"] for r in audit_records(trail) if str(r["kind"]).startswith("config.")]
+    assert kinds == ["config.loaded", "config.rejected", "config.restored"]
+
+
+async def _last_outcome(url: str, outcome: str) -> bool:
+    _, body, _ = await http("GET", f"{url}/rules")
+    return isinstance(body, dict) and body["last_reload"]["outcome"] == outcome
+
+
+async def test_the_prefect_gauge_is_exported_only_with_a_subscription(tmp_path: Path) -> None:
+    """Without a Prefect subscription there is no `automationd_prefect_subscription_up` at
+    all, so an alert on 0 fires only for a subscription that is down."""
+    async with running(tmp_path) as (proc, _, rules):
+        _, _, metrics = await http("GET", f"{proc.url}/metrics")
+        assert "automationd_queue_depth 0.0" in metrics
+        assert "automationd_prefect_subscription_up" not in metrics
+        prefect = f'prefect: {{api_url: "http://127.0.0.1:{free_port()}/api", subscribe: true}}\n'
+        write_atomically(rules, rules.read_text().replace("automations:", prefect + "automations:"))
+        await audited(tmp_path / "audit.jsonl", "config.applied")
+        _, _, metrics = await http("GET", f"{proc.url}/metrics")
+        assert "automationd_prefect_subscription_up 0.0" in metrics  # down: nothing listens
