@@ -56,10 +56,10 @@ async def test_send_posts_typed_values_and_tokens(tmp_path: Path) -> None:
             code, out, _ = await run_cli(
                 "send",
                 "job_done",
-                "count=3",
-                "ok=true",
+                "count:=3",
+                "ok:=true",
                 "name=nightly",
-                'tags=["a"]',
+                'tags:=["a"]',
                 "note=not json",
                 "--url",
                 proc.url,
