@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from automationd import __version__, trail, yamldoc
+from automationd import __version__, client, trail, yamldoc
 from automationd.config import DEFAULT_SERVER, Config, ConfigError, load_config, schema
 from automationd.connections import (
     BACKLOG,
@@ -100,6 +100,26 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
 
     commands.add_parser("schema", help="print the JSON Schema of rules files")
 
+    letters = commands.add_parser(
+        "dead-letters", help="list, retry or drop the running daemon's dead letters"
+    )
+    letter_commands = letters.add_subparsers(dest="letters", required=True, metavar="ACTION")
+    listing = letter_commands.add_parser("list", help="the dead letters, oldest first")
+    listing.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
+    retry = letter_commands.add_parser("retry", help="run dead letters' actions again")
+    retry.add_argument("ids", type=int, nargs="+", metavar="ID")
+    drop = letter_commands.add_parser(
+        "drop", help="forget dead letters: by id, by filter, or --all"
+    )
+    drop.add_argument("ids", type=int, nargs="*", metavar="ID")
+    drop.add_argument("--all", action="store_true", help="every dead letter (with no filter)")
+    for command in (listing, retry, drop):
+        _daemon_options(command, environ)
+    for command in (listing, drop):
+        command.add_argument("--automation", help="only automations matching this glob")
+        command.add_argument("--action", help="only this action kind (webhook, slack, ...)")
+        command.add_argument("--before", help="only those that failed before this RFC 3339 time")
+
     audit = commands.add_parser("audit", help="search the audit trail, or follow it")
     _config_option(audit, environ, "rules file naming the trail")
     audit.add_argument("--file", type=Path, help="the trail itself, instead of --config")
@@ -133,6 +153,8 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         return 0
     if args.command == "send":
         return send_event(args)
+    if args.command == "dead-letters":
+        return asyncio.run(manage_dead_letters(args))
     if args.command == "test":
         return test_rules(args, environ)
     if args.command == "audit":
@@ -280,6 +302,100 @@ async def _send_test(config: Config, name: str, event: object, environ: Mapping[
     outcome = "every action succeeded" if ok else "an action failed"
     print(f"sent {name}: {outcome} (see {config.audit.path})")
     return 0 if ok else 1
+
+
+def _daemon_options(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """--url and --token of a command that talks to the running daemon."""
+    parser.add_argument(
+        "--url",
+        default=environ.get("AUTOMATIOND_URL", "http://127.0.0.1:8787"),
+        help="the daemon (default: $AUTOMATIOND_URL, else %(default)s)",
+    )
+    parser.add_argument(
+        "--token",
+        default=environ.get("AUTOMATIOND_TOKEN"),
+        help="bearer token (default: $AUTOMATIOND_TOKEN)",
+    )
+
+
+async def manage_dead_letters(args: argparse.Namespace) -> int:
+    """`automationd dead-letters list|retry|drop` against the running daemon; 0 when every
+    request succeeded, 1 otherwise, 2 for a command that cannot be sent."""
+    daemon = client.Daemon(args.url, args.token)
+    name = f"automationd dead-letters {args.letters}"
+    selected = {
+        key: value
+        for key in ("automation", "action", "before")
+        if (value := getattr(args, key, None)) is not None
+    }
+    if args.letters == "drop" and sum((bool(args.ids), bool(selected), args.all)) != 1:
+        print(
+            f"{name}: give one of: IDs, a filter (--automation, --action, --before), --all",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        async with aiohttp.ClientSession() as session:
+            if args.letters == "list":
+                return await _list_letters(daemon, session, selected, args.json, name)
+            if args.letters == "drop" and not args.ids:
+                params = selected if selected else {"all": "true"}
+                answer = await daemon.call(session, "DELETE", "/dead-letters", params)
+                if answer.status != 200 or not isinstance(answer.body, dict):
+                    print(f"{name}: {answer.error()}", file=sys.stderr)
+                    return 1
+                print(f"dropped {answer.body['dropped']}")
+                return 0
+            failed = 0
+            for letter in args.ids:
+                if args.letters == "retry":
+                    answer = await daemon.call(session, "POST", f"/dead-letters/{letter}/retry")
+                    done = answer.status == 202
+                else:
+                    answer = await daemon.call(session, "DELETE", f"/dead-letters/{letter}")
+                    done = answer.status == 200
+                if done:
+                    print(f"{'retrying' if args.letters == 'retry' else 'dropped'} {letter}")
+                else:
+                    failed += 1
+                    print(f"{name}: {letter}: {answer.error()}", file=sys.stderr)
+            return 1 if failed else 0
+    except client.Unreachable as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _list_letters(
+    daemon: client.Daemon,
+    session: aiohttp.ClientSession,
+    selected: dict[str, str],
+    as_json: bool,
+    name: str,
+) -> int:
+    """Print every selected dead letter, a page at a time."""
+    after = "0"
+    shown = 0
+    while True:
+        answer = await daemon.call(session, "GET", "/dead-letters", {**selected, "after": after})
+        if answer.status != 200 or not isinstance(answer.body, dict):
+            print(f"{name}: {answer.error()}", file=sys.stderr)
+            return 1
+        for letter in answer.body["dead_letters"]:
+            shown += 1
+            if as_json:
+                print(json.dumps(letter, ensure_ascii=False))
+                continue
+            print(
+                f"{letter['id']:>6}  {letter['failed_at']}  {letter['automation']} "
+                f"#{letter['action_index']} {letter['action']}  "
+                f"{letter['attempts']} attempt(s), {letter['runs']} run(s)  {letter['error']}"
+            )
+        if "next_after" not in answer.body:
+            break
+        after = str(answer.body["next_after"])
+    if not as_json:
+        print(f"{shown} dead letter{'s' if shown != 1 else ''}")
+    return 0
 
 
 def send_event(args: argparse.Namespace) -> int:

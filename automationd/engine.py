@@ -36,12 +36,14 @@ from automationd.metrics import Metrics
 from automationd.prefect_events import POSITION_FLAG, PrefectSubscription
 from automationd.secrets import Redactor
 from automationd.sla import SlaTracker
-from automationd.state import StateStore
+from automationd.state import LetterFilter, StateStore
 from automationd.systemd import Notifier
 
 log = logging.getLogger("automationd.engine")
 
 STOP_GRACE_SECONDS = 30.0
+DROP_BATCH = 5000
+"""Dead letters dropped in one transaction."""
 PRUNE_SECONDS = 600.0
 COOLDOWN = "cooldown\x1f"
 """State flags holding when each automation's cooldown for a key ends."""
@@ -578,6 +580,22 @@ class Engine:
         )
         return "retrying"
 
+    async def drop_dead_letters(self, which: LetterFilter) -> int:
+        """Forget the dead letters `which` selects (an operator gave up on them); how many.
+        Each is audited as `dead_letter.dropped`. A few thousand at a time, the event loop
+        turning in between: a dead destination can leave hundreds of thousands."""
+        count = 0
+        while dropped := self.store.drop_dead_letters(which, limit=DROP_BATCH):
+            for letter, event_id, automation in dropped:
+                self.audit.write(
+                    "dead_letter.dropped", letter=letter, event_id=event_id, automation=automation
+                )
+            count += len(dropped)
+            await asyncio.sleep(0)
+        if count:
+            log.info("dropped %d dead letters", count)
+        return count
+
     async def _match_queued(self) -> None:
         while True:
             event = await self._queue.get()
@@ -722,7 +740,7 @@ class Engine:
             self.audit.write("action.failed", **common, attempts=0, error=message)
             self.metrics.actions.labels(action.kind, "failed").inc()
             if not test:
-                self._finished(event, automation.name, index, message, letter, action.kind)
+                self._finished(event, automation.name, index, message, letter, action.kind, 0)
             return False
         try:
             return await self._attempts(
@@ -802,7 +820,7 @@ class Engine:
                 self.audit.write("action.succeeded", **common, attempts=attempt, **outcome)
                 self.metrics.actions.labels(action.kind, "succeeded").inc()
                 if not test:
-                    self._finished(event, name, index, None, letter, action.kind)
+                    self._finished(event, name, index, None, letter, action.kind, attempt)
                 return True
             retry_in = None
             if error.retryable and attempt < policy.attempts:
@@ -850,7 +868,7 @@ class Engine:
         self.audit.write("action.failed", **common, attempts=attempt, **failure)
         self.metrics.actions.labels(action.kind, "failed").inc()
         if not test:
-            self._finished(event, name, index, message, letter, action.kind)
+            self._finished(event, name, index, message, letter, action.kind, attempt)
         return False
 
     def _finished(
@@ -861,19 +879,22 @@ class Engine:
         error: str | None,
         letter: int | None,
         kind: str,
+        attempts: int,
     ) -> None:
         """Record an action's final outcome: progress in the journal, a dead letter when it
-        failed, and the event done when it was its last action."""
+        failed (with its `attempts`), and the event done when it was its last action."""
         event_id = str(event["id"])
         try:
             if letter is not None:
-                self.store.retried_dead_letter(letter, error)
+                self.store.retried_dead_letter(letter, error, attempts)
                 if error is None:
                     self.audit.write("dead_letter.resolved", letter=letter, event_id=event_id)
                 return
             if error is not None:
                 at = self.clock().timestamp()
-                new_letter = self.store.add_dead_letter(event, automation, index, kind, error, at)
+                new_letter = self.store.add_dead_letter(
+                    event, automation, index, kind, error, at, attempts
+                )
                 self.audit.write(
                     "action.dead_lettered",
                     letter=new_letter,

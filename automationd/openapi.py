@@ -50,6 +50,27 @@ EVENTS_BODY = {
 
 UNAUTHORIZED = _error("No valid bearer token (only when server.tokens_file is set).")
 
+LETTER_FILTER: list[dict[str, object]] = [
+    {
+        "name": "automation",
+        "in": "query",
+        "description": "Only dead letters of automations matching this glob.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "action",
+        "in": "query",
+        "description": "Only dead letters of this action kind (webhook, slack, ...).",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "before",
+        "in": "query",
+        "description": "Only dead letters that failed before this RFC 3339 time.",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+]
+
 OPENAPI: dict[str, object] = {
     "openapi": "3.1.0",
     "info": {
@@ -194,11 +215,45 @@ OPENAPI: dict[str, object] = {
                         "description": "At most this many (default 1000).",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
                     },
+                    *LETTER_FILTER,
                 ],
                 "responses": {
                     "200": _json("The dead letters, their total and next_after."),
-                    "400": _error("after or limit out of range."),
+                    "400": _error("A parameter out of range."),
                     "401": UNAUTHORIZED,
+                },
+            },
+            "delete": {
+                "summary": (
+                    "Drop the dead letters a filter selects, or all of them with all=true; "
+                    "each is audited as dead_letter.dropped."
+                ),
+                "parameters": [
+                    *LETTER_FILTER,
+                    {
+                        "name": "all",
+                        "in": "query",
+                        "description": "true: drop them all (needed when no filter is given).",
+                        "schema": {"type": "string", "enum": ["true", "false"]},
+                    },
+                ],
+                "responses": {
+                    "200": _json("How many were dropped."),
+                    "400": _error("No filter and no all=true, or a bad parameter."),
+                    "401": UNAUTHORIZED,
+                },
+            },
+        },
+        "/dead-letters/{id}": {
+            "delete": {
+                "summary": "Drop one dead letter; audited as dead_letter.dropped.",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+                ],
+                "responses": {
+                    "200": _json("Dropped."),
+                    "401": UNAUTHORIZED,
+                    "404": _error("No such dead letter."),
                 },
             }
         },

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 
 from aiohttp import web
 
@@ -26,14 +27,17 @@ from automationd.engine import Busy, Engine
 from automationd.events import (
     EventError,
     cloudevent_from_headers,
+    format_timestamp,
     from_cloudevent,
     parse_json,
+    parse_timestamp,
     split_batch,
 )
 from automationd.explain import explain
 from automationd.journal import JournalError
 from automationd.metrics import CONTENT_TYPE
 from automationd.openapi import OPENAPI
+from automationd.state import LetterFilter
 
 log = logging.getLogger("automationd.server")
 
@@ -108,6 +112,8 @@ def create_app(engine: Engine) -> web.Application:
     app.router.add_get("/rules", get_rules)
     app.router.add_post("/reload", post_reload)
     app.router.add_get("/dead-letters", get_dead_letters)
+    app.router.add_delete("/dead-letters", delete_dead_letters)
+    app.router.add_delete("/dead-letters/{id}", delete_dead_letter)
     app.router.add_post("/dead-letters/{id}/retry", post_dead_letter_retry)
     app.router.add_get("/openapi.json", get_openapi)
     app.router.add_post("/explain", post_explain)
@@ -288,7 +294,8 @@ MAX_DEAD_LETTER_PAGE = 10_000
 
 async def get_dead_letters(request: web.Request) -> web.Response:
     """Actions that failed for good, oldest first, a page at a time: `after` (an id) and
-    `limit`; `next_after` is there when more follow."""
+    `limit`; `next_after` is there when more follow. `automation` (a glob), `action` (a
+    kind) and `before` (RFC 3339) select; `total` counts the selected."""
     store = request.app[ENGINE].store
     query = request.query
     try:
@@ -296,16 +303,67 @@ async def get_dead_letters(request: web.Request) -> web.Response:
         limit = _bounded_int(
             query.get("limit", str(DEAD_LETTER_PAGE)), "limit", 1, MAX_DEAD_LETTER_PAGE
         )
+        which = _letter_filter(query)
     except EventError as exc:
         return error(400, exc.message, exc.field)
-    letters = store.dead_letters(after=after, limit=limit + 1)
+    letters = store.dead_letters(which, after=after, limit=limit + 1)
+    for letter in letters:  # RFC 3339, as every time the daemon shows
+        letter["failed_at"] = format_timestamp(
+            datetime.fromtimestamp(float(str(letter["failed_at"])), UTC)
+        )
     answer: dict[str, object] = {
         "dead_letters": letters[:limit],
-        "total": store.count_dead_letters(),
+        "total": store.count_dead_letters(which),
     }
     if len(letters) > limit:
         answer["next_after"] = letters[limit - 1]["id"]
     return web.json_response(answer)
+
+
+async def delete_dead_letters(request: web.Request) -> web.Response:
+    """Drop every dead letter the filter selects (`automation`, `action`, `before`), or all
+    of them with `all=true`; a filter or `all=true` is required, so a bare DELETE cannot
+    empty the list by mistake."""
+    query = request.query
+    try:
+        which = _letter_filter(query)
+        everything = query.get("all", "false")
+        if everything not in ("true", "false"):
+            raise EventError("'all' must be true or false", "all")
+    except EventError as exc:
+        return error(400, exc.message, exc.field)
+    if which == LetterFilter() and everything != "true":
+        return error(
+            400, "give a filter (automation, action, before) or all=true to drop them all", None
+        )
+    dropped = await request.app[ENGINE].drop_dead_letters(which)
+    return web.json_response({"dropped": dropped})
+
+
+async def delete_dead_letter(request: web.Request) -> web.Response:
+    """Drop one dead letter; 404 for an unknown id."""
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:  # SQLite integers are 64-bit
+        return error(404, f"no dead letter {raw}", "id")
+    dropped = await request.app[ENGINE].drop_dead_letters(LetterFilter(ids=(int(raw),)))
+    if not dropped:
+        return error(404, f"no dead letter {raw}", "id")
+    return web.json_response({"dropped": dropped})
+
+
+def _letter_filter(query: Mapping[str, str]) -> LetterFilter:
+    """Which dead letters the query parameters select; EventError naming a bad one."""
+    before = None
+    if "before" in query:
+        try:
+            before = parse_timestamp(query["before"]).timestamp()
+        except ValueError as exc:
+            raise EventError(f"'before' is not an RFC 3339 time: {exc}", "before") from None
+    return LetterFilter(
+        automation=query.get("automation") or None,
+        action=query.get("action") or None,
+        before=before,
+    )
 
 
 def _bounded_int(text: str, name: str, lowest: int, highest: int) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 SCHEMA = (
@@ -57,13 +58,42 @@ SCHEMA = (
         error TEXT NOT NULL,
         failed_at REAL NOT NULL,
         tries INTEGER NOT NULL DEFAULT 1,
-        event TEXT NOT NULL
+        event TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0
     )""",
 )
 
 
 class StateError(Exception):
     """The state store cannot be opened or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class LetterFilter:
+    """Which dead letters an operator means: by id, automation (a glob), action kind and
+    failing before a time (Unix seconds); every field given must hold."""
+
+    ids: tuple[int, ...] = ()
+    automation: str | None = None
+    action: str | None = None
+    before: float | None = None
+
+    def sql(self) -> tuple[str, tuple[object, ...]]:
+        """The WHERE conditions (each after an AND) and their values."""
+        where, values = "", tuple[object, ...]()
+        if self.ids:
+            where += f" AND id IN ({', '.join('?' * len(self.ids))})"
+            values += self.ids
+        if self.automation is not None:
+            where += " AND automation GLOB ?"
+            values += (self.automation,)
+        if self.action is not None:
+            where += " AND action = ?"
+            values += (self.action,)
+        if self.before is not None:
+            where += " AND failed_at < ?"
+            values += (self.before,)
+        return where, values
 
 
 class StateStore:
@@ -83,6 +113,11 @@ class StateStore:
             db.execute("PRAGMA busy_timeout=5000")
             for statement in SCHEMA:
                 db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(dead_letters)")}
+            if "attempts" not in columns:  # a store from before attempts were counted
+                db.execute(
+                    "ALTER TABLE dead_letters ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"
+                )
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open the state database {self.path}: {exc}") from None
         self._db = db
@@ -207,22 +242,27 @@ class StateStore:
         action: str,
         error: str,
         at: float,
+        attempts: int,
     ) -> int:
         cursor = self.db.execute(
             "INSERT INTO dead_letters "
-            "(event_id, automation, action_index, action, error, failed_at, event) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (str(event["id"]), automation, index, action, error, at, json.dumps(event)),
+            "(event_id, automation, action_index, action, error, failed_at, event, attempts) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (str(event["id"]), automation, index, action, error, at, json.dumps(event), attempts),
         )
         return int(cursor.lastrowid or 0)
 
-    def dead_letters(self, *, after: int = 0, limit: int = -1) -> list[dict[str, object]]:
-        """Dead letters with an id above `after`, oldest first, at most `limit` (-1: all)."""
-        rows = self.db.execute(
-            "SELECT id, event_id, automation, action_index, action, error, failed_at, tries "
-            "FROM dead_letters WHERE id > ? ORDER BY id LIMIT ?",
-            (after, limit),
-        )
+    def dead_letters(
+        self, which: LetterFilter | None = None, *, after: int = 0, limit: int = -1
+    ) -> list[dict[str, object]]:
+        """Dead letters with an id above `after` (and selected by `which`), oldest first, at
+        most `limit` (-1: all). `runs` counts how often the action ran (1 + retries), and
+        `attempts` its attempts over all runs, as the audit trail's records add up."""
+        where, values = (which or LetterFilter()).sql()
+        # `where` is made of fixed conditions; every value is a parameter
+        head = "SELECT id, event_id, automation, action_index, action, error, failed_at, tries"
+        query = f"{head}, attempts FROM dead_letters WHERE id > ?{where} ORDER BY id LIMIT ?"
+        rows = self.db.execute(query, (after, *values, limit))
         names = (
             "id",
             "event_id",
@@ -231,13 +271,35 @@ class StateStore:
             "action",
             "error",
             "failed_at",
-            "tries",
+            "runs",
+            "attempts",
         )
         return [dict(zip(names, row, strict=True)) for row in rows]
 
-    def count_dead_letters(self) -> int:
-        """How many dead letters are kept."""
-        return int(self.db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+    def count_dead_letters(self, which: LetterFilter | None = None) -> int:
+        """How many dead letters are kept (selected by `which`)."""
+        where, values = (which or LetterFilter()).sql()
+        query = f"SELECT count(*) FROM dead_letters WHERE 1{where}"  # noqa: S608
+        return int(self.db.execute(query, values).fetchone()[0])
+
+    def drop_dead_letters(self, which: LetterFilter, *, limit: int) -> list[tuple[int, str, str]]:
+        """Forget the oldest `limit` dead letters `which` selects; their id, event id and
+        automation."""
+        where, values = which.sql()
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            oldest = f"SELECT id FROM dead_letters WHERE 1{where} ORDER BY id LIMIT ?"  # noqa: S608
+            dropped = db.execute(
+                f"DELETE FROM dead_letters WHERE id IN ({oldest}) "  # noqa: S608
+                "RETURNING id, event_id, automation",
+                (*values, limit),
+            ).fetchall()
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return sorted((int(i), str(e), str(a)) for i, e, a in dropped)
 
     def dead_letter(self, letter_id: int) -> tuple[dict[str, object], str, int] | None:
         """The event, automation and action index of one dead letter."""
@@ -246,14 +308,16 @@ class StateStore:
         ).fetchone()
         return None if row is None else (dict(json.loads(row[0])), str(row[1]), int(row[2]))
 
-    def retried_dead_letter(self, letter_id: int, error: str | None) -> None:
-        """A retry succeeded (error None: the letter goes) or failed again (counted)."""
+    def retried_dead_letter(self, letter_id: int, error: str | None, attempts: int) -> None:
+        """A retry succeeded (error None: the letter goes) or failed again (counted, with
+        its `attempts`)."""
         if error is None:
             self.db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
         else:
             self.db.execute(
-                "UPDATE dead_letters SET tries = tries + 1, error = ? WHERE id = ?",
-                (error, letter_id),
+                "UPDATE dead_letters SET tries = tries + 1, attempts = attempts + ?, error = ? "
+                "WHERE id = ?",
+                (attempts, error, letter_id),
             )
 
     # --- agent heartbeats and flags

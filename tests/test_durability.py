@@ -370,8 +370,9 @@ async def test_dead_letters_are_listed_and_retried(tmp_path: Path) -> None:
                     letter["event_id"],
                     letter["automation"],
                     letter["action"],
-                    letter["tries"],
-                ) == ("doomed", "forward", "webhook", 1)
+                    letter["runs"],
+                    letter["attempts"],
+                ) == ("doomed", "forward", "webhook", 1, 1)
                 assert "answered 400" in letter["error"]
                 recv.status["/hook"] = 200
                 async with session.post(
