@@ -87,16 +87,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         "list, object)",
     )
     send.add_argument("--file", type=Path, help="a JSON body (an event or an array); - for stdin")
-    send.add_argument(
-        "--url",
-        default=environ.get("AUTOMATIOND_URL", "http://127.0.0.1:8787"),
-        help="the daemon (default: $AUTOMATIOND_URL, else %(default)s)",
-    )
-    send.add_argument(
-        "--token",
-        default=environ.get("AUTOMATIOND_TOKEN"),
-        help="bearer token (default: $AUTOMATIOND_TOKEN)",
-    )
+    _daemon_options(send, environ)
 
     commands.add_parser("schema", help="print the JSON Schema of rules files")
 
@@ -445,26 +436,19 @@ def send_event(args: argparse.Namespace) -> int:
                 )
                 return 2
         body = json.dumps(event).encode()
-    return asyncio.run(_post(args.url.rstrip("/") + "/events", body, args.token))
+    return asyncio.run(_post_events(client.Daemon(args.url, args.token), body))
 
 
-async def _post(url: str, body: bytes, token: str | None) -> int:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+async def _post_events(daemon: client.Daemon, body: bytes) -> int:
     try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(url, data=body, headers=headers) as response,
-        ):
-            answer = await response.text()
-            status = response.status
-    except aiohttp.ClientError as exc:
-        print(f"automationd send: cannot reach {url}: {exc}", file=sys.stderr)
+        async with aiohttp.ClientSession() as session:
+            answer = await daemon.call(session, "POST", "/events", body=body)
+    except client.Unreachable as exc:
+        print(f"automationd send: {exc}", file=sys.stderr)
         return 1
-    print(answer)
-    if status != 202:
-        print(f"automationd send: the daemon answered {status}", file=sys.stderr)
+    print(answer.text)
+    if answer.status != 202:
+        print(f"automationd send: the daemon answered {answer.status}", file=sys.stderr)
         return 1
     return 0
 

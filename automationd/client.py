@@ -1,7 +1,8 @@
 """Talking to a running daemon from the command line: one request, its status and answer.
 
-The operator commands (`automationd dead-letters ...`) use it; `--url` and `--token` (or
-`AUTOMATIOND_URL` and `AUTOMATIOND_TOKEN`) say where the daemon is and how to get in.
+`automationd send` and the operator commands (`automationd dead-letters ...`) use it;
+`--url` and `--token` (or `AUTOMATIOND_URL` and `AUTOMATIOND_TOKEN`) say where the daemon is
+and how to get in.
 """
 
 from __future__ import annotations
@@ -44,18 +45,25 @@ class Daemon:
         method: str,
         path: str,
         params: dict[str, str] | None = None,
+        *,
+        body: bytes | None = None,
     ) -> Answer:
-        """One request to the daemon; raises Unreachable when it cannot be made."""
+        """One request to the daemon (`body` is sent as JSON); raises Unreachable when it
+        cannot be made."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         url = self.url.rstrip("/") + path
         try:
-            async with session.request(method, url, params=params, headers=headers) as response:
+            async with session.request(
+                method, url, params=params, headers=headers, data=body
+            ) as response:
                 text = await response.text()
                 status = response.status
         except aiohttp.ClientError as exc:
             raise Unreachable(f"cannot reach {self.url}: {exc}") from None
         try:
-            body: object = json.loads(text)
+            value: object = json.loads(text)
         except ValueError:
-            body = None
-        return Answer(status, body, text)
+            value = None
+        return Answer(status, value, text)
