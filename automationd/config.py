@@ -394,7 +394,7 @@ class _Checker:
         automations = self._automations(data.get("automations"), resolver)
         base = Path(state_directory) if state_directory else source.parent
         state = self._state(data.get("state"), base)
-        flow_slas = self._flow_slas(data.get("flow_slas"))
+        flow_slas = self._flow_slas(data.get("flow_slas"), resolver)
         agent_slas = self._agent_slas(data.get("agent_slas"))
         if server is None or audit is None or automations is None or self.problems:
             return None
@@ -456,10 +456,10 @@ class _Checker:
             matchers.append(Matcher(tuple(attribute.split(".")), values))
         return tuple(matchers)
 
-    def _flow_slas(self, raw: object) -> tuple[FlowSla, ...]:
+    def _flow_slas(self, raw: object, resolver: EventTypeResolver) -> tuple[FlowSla, ...]:
         slas: list[FlowSla] = []
         first: dict[str, int] = {}
-        flow_run = [BUILTIN_TYPES["flow_run_state_change"]]
+        flow_run = [resolver("flow_run_state_change")]  # with attributes event_types: added
         for i, item in enumerate(raw if isinstance(raw, list) else []):
             path: DocPath = ("flow_slas", i)
             if not isinstance(item, dict) or not self.clean(path):

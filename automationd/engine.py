@@ -79,7 +79,7 @@ class ReloadOutcome:
 
     at: str
     trigger: str
-    outcome: str  # applied, rejected, unchanged
+    outcome: str  # applied, rejected, unchanged, restored
     sha256: str
     problems: tuple[str, ...] = ()
     changes: Mapping[str, object] = field(default_factory=dict)

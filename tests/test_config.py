@@ -449,6 +449,23 @@ def test_event_types_may_add_attributes_to_a_built_in_type_and_its_message_stays
     assert resolve("flow_sla_failure") is BUILTIN_TYPES["flow_sla_failure"]
 
 
+def test_a_flow_sla_may_match_an_attribute_added_to_the_flow_run_type() -> None:
+    config = parse(
+        """\
+        version: 1
+        event_types:
+          flow_run_state_change: {attributes: [team]}
+        flow_slas:
+          - {id: data-start, kind: SCHEDULED_NOT_STARTED, duration: 5m, match: {team: data}}
+        automations:
+          - name: a
+            on: [flow_sla_failure]
+            actions: [{webhook: {url: "http://127.0.0.1:1/"}}]
+        """
+    )
+    assert [m.attribute for m in config.flow_slas[0].match] == ["team"]
+
+
 def test_an_attribute_not_added_to_a_built_in_type_is_still_refused() -> None:
     text = """\
         version: 1
