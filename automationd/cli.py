@@ -54,6 +54,12 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
 
     check = commands.add_parser("check", help="validate rules files and report every problem")
     check.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+    check.add_argument(
+        "--secrets",
+        action="store_true",
+        help="also resolve every secret (environment, files, $CREDENTIALS_DIRECTORY) and "
+        "check its shape, as the daemon does at load; without it, no secret is read",
+    )
 
     receive = commands.add_parser(
         "receive", help="print the webhooks sent to a local port (for trying rules out)"
@@ -123,7 +129,9 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
     audit.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
     test = commands.add_parser(
-        "test", help="what the rules would do with an event (nothing is sent)"
+        "test",
+        help="what the rules would do with an event (nothing is sent; secrets are not needed, "
+        "they are shown masked)",
     )
     test.add_argument("rules", type=Path, metavar="RULES")
     test.add_argument(
@@ -133,12 +141,13 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
     test.add_argument(
         "--send",
         metavar="AUTOMATION",
-        help="also run this automation's actions for real, once, for the (first) event",
+        help="also run this automation's actions for real, once, for the (first) event; "
+        "this needs every secret's value, as the daemon does",
     )
 
     args = parser.parse_args(argv)
     if args.command == "check":
-        return check_files(args.paths, environ)
+        return check_files(args.paths, environ, secrets=args.secrets)
     if args.command == "schema":
         print(json.dumps(schema(), indent=2))
         return 0
@@ -250,13 +259,28 @@ def search_audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def test_rules(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """`automationd test RULES EVENT.json`: explain every automation for each event."""
+    """`automationd test RULES EVENT.json`: explain every automation for each event.
+
+    Nothing is sent, so no secret is read (each is shown masked) and the rules can be tried
+    on any machine; `--send` sends for real and needs them all, as the daemon does."""
     try:
-        config = load_config(args.rules, environ=environ)
+        config = load_config(args.rules, environ=environ, resolve_secrets=False)
     except ConfigError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return 1
+    if args.send:
+        try:  # sound without its secrets: what fails now is a secret
+            config = load_config(args.rules, environ=environ)
+        except ConfigError as exc:
+            for line in exc.lines():
+                print(line, file=sys.stderr)
+            print(
+                "automationd test --send sends for real: it needs the value of every secret, "
+                "as the daemon does (without --send, secrets are shown masked)",
+                file=sys.stderr,
+            )
+            return 1
     try:
         body = sys.stdin.buffer.read() if args.event == "-" else Path(args.event).read_bytes()
     except OSError as exc:
@@ -453,12 +477,16 @@ async def _post_events(daemon: client.Daemon, body: bytes) -> int:
     return 0
 
 
-def check_files(paths: Sequence[Path], environ: Mapping[str, str]) -> int:
-    """`automationd check`: every problem of every file, one `file:line:column` line each."""
+def check_files(paths: Sequence[Path], environ: Mapping[str, str], *, secrets: bool = False) -> int:
+    """`automationd check`: every problem of every file, one `file:line:column` line each.
+
+    Without `secrets` no secret is read: the file's structure passes on a build or CI
+    machine that has none. With it (`--secrets`, where the daemon runs) each must resolve
+    and have its shape (a webhook secret is an http(s) URL), as the daemon checks at load."""
     status = 0
     for path in paths:
         try:
-            config = load_config(path, environ=environ)
+            config = load_config(path, environ=environ, resolve_secrets=secrets)
         except ConfigError as exc:
             for line in exc.lines():
                 print(line)
@@ -466,7 +494,13 @@ def check_files(paths: Sequence[Path], environ: Mapping[str, str]) -> int:
             status = 1
         else:
             count = len(config.automations)
-            print(f"{path}: OK ({count} automation{'s' if count != 1 else ''})")
+            summary = f"{count} automation{'s' if count != 1 else ''}"
+            if config.secrets:
+                plural = "s" if len(config.secrets) != 1 else ""
+                summary += f"; {len(config.secrets)} secret{plural} " + (
+                    "resolved" if secrets else "not resolved, --secrets resolves them"
+                )
+            print(f"{path}: OK ({summary})")
     return status
 
 

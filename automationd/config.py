@@ -15,12 +15,13 @@ import ipaddress
 import json
 import logging
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jmespath
 import jmespath.exceptions
@@ -237,24 +238,35 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema())
 
 
-def load_config(path: Path, *, environ: Mapping[str, str]) -> Config:
+def load_config(path: Path, *, environ: Mapping[str, str], resolve_secrets: bool = True) -> Config:
     """Read and parse a rules file; raises ConfigError (also for an unreadable file).
 
     `environ` (the process environment, injected) is where `env` secrets,
-    `$CREDENTIALS_DIRECTORY` and `$STATE_DIRECTORY` come from."""
+    `$CREDENTIALS_DIRECTORY` and `$STATE_DIRECTORY` come from. See `parse_config` for
+    `resolve_secrets`."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         problem = Problem(None, f"cannot read the file: {exc.strerror}")
         raise ConfigError(str(path), [problem]) from None
-    return parse_config(data, path, environ=environ)
+    return parse_config(data, path, environ=environ, resolve_secrets=resolve_secrets)
 
 
-def parse_config(data: bytes, source: Path, *, environ: Mapping[str, str] | None = None) -> Config:
+def parse_config(
+    data: bytes,
+    source: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    resolve_secrets: bool = True,
+) -> Config:
     """Parse rules from bytes; raises ConfigError listing every problem.
 
     Relative paths resolve against `$STATE_DIRECTORY` (the first systemd names), else the
-    directory of `source`; secrets resolve from `environ`."""
+    directory of `source`; secrets resolve from `environ`, and a missing one, or one of the
+    wrong shape (a webhook secret that is not an http(s) URL), is a problem. With
+    `resolve_secrets=False` (`check` on a machine without them, `test`) none is looked up:
+    references must still name declared secrets, and `Config.secrets` holds
+    `Secret.unresolved` placeholders, fit for showing masked but never for sending."""
     environ = environ or {}
     filename = str(source)
     try:
@@ -267,9 +279,10 @@ def parse_config(data: bytes, source: Path, *, environ: Mapping[str, str] | None
         doc = yamldoc.load(text)
     except yamldoc.YamlError as exc:
         raise ConfigError(filename, exc.problems) from None
-    checker = _Checker(doc, environ)
+    checker = _Checker(doc, environ, resolve_secrets=resolve_secrets)
     checker.check_schema()
     config = checker.build(source, hashlib.sha256(data).hexdigest())
+    checker.check_secret_shapes()
     if checker.problems or config is None:
         raise ConfigError(filename, checker.problems)
     return config
@@ -310,12 +323,19 @@ def _allowed_keys(subschema: Mapping[str, Any]) -> set[str]:
 class _Checker:
     """Collects every problem of one document, then builds the Config if there are none."""
 
-    def __init__(self, doc: Document, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, doc: Document, environ: Mapping[str, str], *, resolve_secrets: bool = True
+    ) -> None:
         self.doc = doc
         self.environ = environ
+        self.resolve_secrets = resolve_secrets
         self.problems: list[Problem] = []
         self.bad_paths: list[DocPath] = []
         self.secret_names: set[str] = set()
+        self.secret_sources: dict[str, SecretSource] = {}
+        self.resolved_secrets: dict[str, Secret] = {}
+        self.secret_refs: list[tuple[DocPath, str]] = []
+        """Every `*_secret` field naming a declared secret, for `check_secret_shapes`."""
         self.retry = RetryPolicy()
         self.give_up_after = DeliveryConfig().give_up_after
         self.has_smtp = False
@@ -485,7 +505,8 @@ class _Checker:
         return tuple(slas)
 
     def _secrets(self, raw: object) -> dict[str, Secret]:
-        """Resolve every declared secret; a missing one is a problem naming it, never its value."""
+        """Resolve every declared secret; a missing one is a problem naming it, never its value.
+        Without `resolve_secrets`, each is an unresolved placeholder and nothing is read."""
         resolved: dict[str, Secret] = {}
         if not isinstance(raw, dict):
             return resolved
@@ -494,17 +515,45 @@ class _Checker:
             if not self.clean(("secrets", name)) or not isinstance(spec, dict):
                 continue
             ((kind, ref),) = spec.items()
+            source = SecretSource(name, kind, str(ref))
+            self.secret_sources[name] = source
+            if not self.resolve_secrets:
+                resolved[name] = Secret.unresolved(name)
+                continue
             try:
-                resolved[name] = resolve(SecretSource(name, kind, str(ref)), self.environ)
+                resolved[name] = resolve(source, self.environ)
             except SecretError as exc:
                 self.add(("secrets", name), str(exc), at_key=True)
+        self.resolved_secrets = resolved
         return resolved
 
     def _secret_ref(self, path: DocPath, name: object) -> None:
         """A `*_secret` field must name a declared secret."""
-        if isinstance(name, str) and name not in self.secret_names:
+        if not isinstance(name, str):
+            return
+        if name not in self.secret_names:
             hint = _suggest(name, self.secret_names)
             self.add(path, f"unknown secret '{name}'{hint} (declare it under secrets:)")
+            return
+        self.secret_refs.append((path, name))
+
+    def check_secret_shapes(self) -> None:
+        """Each resolved secret a field needs in a given shape (a webhook URL) has it; a
+        problem at every field naming one that does not, with the secret's name and source,
+        never its value."""
+        for path, name in self.secret_refs:
+            shape = SECRET_SHAPES.get(str(path[-1]))
+            secret = self.resolved_secrets.get(name)
+            if shape is None or secret is None or not secret.resolved:
+                continue
+            what, fits = shape
+            if not fits(secret.reveal()):
+                source = self.secret_sources[name].describe()
+                self.add(
+                    path,
+                    f"secret '{name}' ({source}) is not {what}, which a {path[-2]} "
+                    f"{path[-1]} must be (its value is not shown)",
+                )
 
     def _seconds(
         self, path: DocPath, raw: object, default: float, *, positive: bool = True
@@ -961,6 +1010,22 @@ class _Checker:
         for attribute in event_attributes(parsed):
             if "." not in attribute:  # a quoted "a.b" is one key; `_check_attribute` splits
                 self._check_attribute(path, attribute, types)
+
+
+def _is_http_url(value: str) -> bool:
+    """An absolute http(s) URL with a host and no whitespace (Slack's and Teams' webhooks)."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(host) and not any(c.isspace() for c in value)
+
+
+SECRET_SHAPES: Mapping[str, tuple[str, Callable[[str], bool]]] = {
+    "webhook_url_secret": ("an http(s) URL", _is_http_url),
+}
+"""`*_secret` field -> what its secret's value must be, and the test of it."""
 
 
 def _is_loopback(host: str) -> bool:

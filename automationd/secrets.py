@@ -2,7 +2,9 @@
 
 A `Secret` never shows its value in `repr()` or `str()`; only the code that sends it calls
 `reveal()`. `Redactor` replaces every known secret value in text bound for the audit trail or
-the log, as a second line of defence behind never putting them there.
+the log, as a second line of defence behind never putting them there. A rules file read
+without its secrets (`automationd check`, `automationd test`) holds `Secret.unresolved`
+placeholders: their names are known, their values are not, and revealing one is an error.
 """
 
 from __future__ import annotations
@@ -26,7 +28,19 @@ class Secret:
     def __str__(self) -> str:
         return MASK
 
+    @classmethod
+    def unresolved(cls, name: str) -> Secret:
+        """A secret declared but not looked up (rules read without their secrets)."""
+        return cls(name, "")
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the value is known (resolve() never gives an empty one)."""
+        return bool(self._value)
+
     def reveal(self) -> str:
+        if not self._value:
+            raise SecretError(f"secret '{self.name}' is not resolved (rules read without secrets)")
         return self._value
 
 
@@ -89,7 +103,8 @@ class Redactor:
     """Replaces every secret value (and its URL-quoted form) in text with `********`."""
 
     def __init__(self, secrets: Iterable[Secret]) -> None:
-        values = {s.reveal() for s in secrets} | {quote(s.reveal(), safe="") for s in secrets}
+        known = [s.reveal() for s in secrets if s.resolved]
+        values = set(known) | {quote(v, safe="") for v in known}
         ordered = sorted((v for v in values if v), key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
 

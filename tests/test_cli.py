@@ -72,3 +72,129 @@ def test_receive_refuses_a_bad_listen_address() -> None:
     result = run("receive", "--listen", "nowhere")
     assert result.returncode == 2
     assert "'nowhere' is not host:port" in result.stderr
+
+
+SECRET_RULES = """\
+version: 1
+secrets:
+  slack-ops: {env: SLACK_OPS_URL}
+  teams-ops: {file: TEAMS_FILE}
+  pd-key: {credential: pagerduty}
+automations:
+  - name: page
+    on: [flow_run_state_change]
+    actions:
+      - slack: {webhook_url_secret: slack-ops}
+      - teams: {webhook_url_secret: teams-ops}
+      - pagerduty: {routing_key_secret: pd-key}
+"""
+
+
+def run_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with exactly `env` as its environment (no secret leaks in from the tests')."""
+    return subprocess.run(
+        [sys.executable, "-m", "automationd", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"PATH": "", **env},
+    )
+
+
+def secret_rules(tmp_path: Path) -> Path:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SECRET_RULES.replace("TEAMS_FILE", str(tmp_path / "teams-url")))
+    return rules
+
+
+def test_check_needs_no_secret_values_but_check_secrets_resolves_them(tmp_path: Path) -> None:
+    """On a CI machine without the secrets, check passes the file's structure; --secrets
+    is the strict form, run where the daemon runs: every secret must resolve."""
+    rules = secret_rules(tmp_path)
+    result = run_env({}, "check", str(rules))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == (
+        f"{rules}: OK (1 automation; 3 secrets not resolved, --secrets resolves them)\n"
+    )
+    strict = run_env({}, "check", "--secrets", str(rules))
+    assert strict.returncode == 1
+    assert strict.stdout.splitlines() == [
+        f"{rules}:3:3: secrets.slack-ops: secret 'slack-ops': environment variable "
+        "SLACK_OPS_URL is not set",
+        f"{rules}:4:3: secrets.teams-ops: secret 'teams-ops': cannot read file "
+        f"{tmp_path / 'teams-url'} (No such file or directory)",
+        f"{rules}:5:3: secrets.pd-key: secret 'pd-key': $CREDENTIALS_DIRECTORY is not set "
+        "(systemd sets it for LoadCredential=)",
+    ]
+    assert f"{rules}: 3 problem(s)" in strict.stderr
+
+
+def test_check_without_secrets_still_refuses_an_undeclared_one(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SECRET_RULES.replace("slack-ops}\n      - teams", "slack-opz}\n      - teams"))
+    result = run_env({}, "check", str(rules))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{rules}:10:37: automations[0].actions[0].slack.webhook_url_secret: unknown secret "
+        "'slack-opz'; did you mean 'slack-ops'? (declare it under secrets:)"
+    ]
+
+
+def test_check_secrets_checks_each_webhook_secret_is_an_http_url(tmp_path: Path) -> None:
+    rules = secret_rules(tmp_path)
+    (tmp_path / "teams-url").write_text("ftp://teams.example/hookVALUE\n")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "pagerduty").write_text("R0UTINGKEYVALUE")
+    env = {"SLACK_OPS_URL": "hooks.slack.com/services/T/B/slackVALUE"}
+    env["CREDENTIALS_DIRECTORY"] = str(credentials)
+    result = run_env(env, "check", "--secrets", str(rules))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{rules}:10:37: automations[0].actions[0].slack.webhook_url_secret: secret "
+        "'slack-ops' (environment variable SLACK_OPS_URL) is not an http(s) URL, which a "
+        "slack webhook_url_secret must be (its value is not shown)",
+        f"{rules}:11:37: automations[0].actions[1].teams.webhook_url_secret: secret "
+        f"'teams-ops' (file {tmp_path / 'teams-url'}) is not an http(s) URL, which a "
+        "teams webhook_url_secret must be (its value is not shown)",
+    ]
+    assert "VALUE" not in result.stdout + result.stderr
+    (tmp_path / "teams-url").write_text("https://example.webhook.office.com/wf/hookVALUE\n")
+    env["SLACK_OPS_URL"] = "https://hooks.slack.com/services/T/B/slackVALUE"
+    good = run_env(env, "check", "--secrets", str(rules))
+    assert good.returncode == 0, good.stdout
+    assert good.stdout == f"{rules}: OK (1 automation; 3 secrets resolved)\n"
+    assert "VALUE" not in good.stdout + good.stderr
+
+
+def test_the_daemon_refuses_a_webhook_secret_that_is_not_a_url(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nsecrets: {s: {env: S}}\nautomations:\n"
+        "  - {name: a, on: [x], actions: [{slack: {webhook_url_secret: s}}]}\n"
+    )
+    result = run_env({"S": "xoxb-notaurlVALUE"}, "run", "--config", str(rules))
+    assert result.returncode == 1
+    assert "secret 's' (environment variable S) is not an http(s) URL" in result.stderr
+    assert "VALUE" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("block", "column"),
+    [
+        ("{severity: critical}", 20),
+        ("{routing_key: R1, routing_key_secret: pd-key}", 20),
+    ],
+)
+def test_pagerduty_takes_exactly_one_routing_key(tmp_path: Path, block: str, column: int) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nsecrets: {pd-key: {env: PD}}\nautomations:\n  - name: a\n    on: [x]\n"
+        f"    actions:\n      - pagerduty: {block}\n"
+    )
+    result = run_env({}, "check", str(rules))
+    assert result.returncode == 1
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(f"{rules}:7:{column}: automations[0].actions[0].pagerduty: ")
+    assert line.endswith("give exactly one of routing_key and routing_key_secret")

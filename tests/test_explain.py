@@ -240,3 +240,63 @@ async def test_post_explain_shows_json_false(tmp_path: Path) -> None:
         assert reasons["failed-only"] == 'condition "failed" gave false'
         assert reasons["quiet-only"] == "match quiet: expected one of [true], saw false"
         assert await proc.stop() == 0
+
+
+def test_needs_no_secret_values_and_shows_each_masked(tmp_path: Path) -> None:
+    """Trying a rule needs none of its secrets (env unset, file missing, no
+    $CREDENTIALS_DIRECTORY): each is shown masked, as when its value is there."""
+    rules = tmp_path / "rules.yaml"
+    no_values = RULES.replace("tw: {env: TW}", "tw: {file: /nonexistent/tw}, pd: {credential: pd}")
+    rules.write_text(no_values.replace("routing_key: R1", "routing_key_secret: pd"))
+    result = subprocess.run(
+        [sys.executable, "-m", "automationd", "test", str(rules), "-", "--json"],
+        input=json.dumps(EVENT),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"PATH": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    (answer,) = json.loads(result.stdout)
+    (everything,) = [v for v in answer["automations"] if v["automation"] == "everything"]
+    by_kind = {a["kind"]: a for a in everything["actions"]}
+    assert by_kind["slack"]["url"] == "******** (secret 'slack')"
+    assert by_kind["teams"]["url"] == "******** (secret 'slack')"
+    assert by_kind["twilio"]["auth"] == "AC1:******** (secret 'tw')"
+    assert by_kind["pagerduty"]["json"]["routing_key"] == "******** (secret 'pd')"
+    assert by_kind["pagerduty"]["url"] == "http://127.0.0.1:9/pd/v2/enqueue"
+
+
+async def test_send_needs_the_secrets_and_names_the_missing_one(tmp_path: Path) -> None:
+    async with receiver() as recv:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            f"""\
+version: 1
+secrets: {{pd: {{env: PD_ROUTING_KEY}}}}
+endpoints: {{pagerduty: "{recv.url}"}}
+retry: {{attempts: 1}}
+automations:
+  - {{name: page, on: [flow_run_state_change], actions: [{{pagerduty: {{routing_key_secret: pd}}}}]}}
+"""
+        )
+        send = ("test", str(rules), "-", "--send", "page")
+        code, out, err = await run_cli(*send, stdin=json.dumps(EVENT).encode(), env={"PATH": ""})
+        assert code == 1
+        assert out == ""
+        assert err.splitlines() == [
+            f"{rules}:2:11: secrets.pd: secret 'pd': environment variable PD_ROUTING_KEY "
+            "is not set",
+            "automationd test --send sends for real: it needs the value of every secret, "
+            "as the daemon does (without --send, secrets are shown masked)",
+        ]
+        env = {"PATH": "", "PD_ROUTING_KEY": "R0UTINGsecretKEY"}
+        code, out, err = await run_cli(*send, stdin=json.dumps(EVENT).encode(), env=env)
+        assert code == 0, err
+        assert "R0UTINGsecretKEY" not in out + err
+        assert "******** (secret 'pd')" in out
+    (request,) = recv.requests
+    assert isinstance(request.body, dict)
+    assert request.body["routing_key"] == "R0UTINGsecretKEY"
+    assert "R0UTINGsecretKEY" not in (tmp_path / "audit.jsonl").read_text()

@@ -131,3 +131,66 @@ def test_retry_blocks_are_checked() -> None:
         f"{SOURCE}:6:62: automations[0].actions[0].webhook.retry.attempts: 0 is less than the minimum of 1",
         f"{SOURCE}:6:75: automations[0].actions[0].webhook.timeout: must be longer than 0",
     ]
+
+
+def test_rules_read_without_secrets_hold_placeholders_that_never_reveal() -> None:
+    text = """\
+        version: 1
+        secrets: {slack: {env: SLACK}, pd: {file: /nonexistent/pd}, tw: {credential: tw}}
+        automations:
+          - name: a
+            on: [x]
+            actions: [{slack: {webhook_url_secret: slack}}, {pagerduty: {routing_key_secret: pd}}]
+    """
+    config = parse_config(textwrap.dedent(text).encode(), SOURCE, resolve_secrets=False)
+    assert sorted(config.secrets) == ["pd", "slack", "tw"]
+    assert not any(secret.resolved for secret in config.secrets.values())
+    assert str(config.secrets["pd"]) == "********"
+    with pytest.raises(SecretError, match="secret 'pd' is not resolved"):
+        config.secrets["pd"].reveal()
+    assert Redactor(config.secrets.values())("unchanged") == "unchanged"
+    assert problems(text) == [  # resolved, as the daemon loads them: each missing one named
+        f"{SOURCE}:2:11: secrets.slack: secret 'slack': environment variable SLACK is not set",
+        f"{SOURCE}:2:32: secrets.pd: secret 'pd': cannot read file /nonexistent/pd "
+        "(No such file or directory)",
+        f"{SOURCE}:2:61: secrets.tw: secret 'tw': $CREDENTIALS_DIRECTORY is not set "
+        "(systemd sets it for LoadCredential=)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "hooks.slack.com/services/T/B/x",
+        "ftp://hooks.slack.com/x",
+        "https://",
+        "https://hooks.slack.com/services/T/B/x y",
+        "http://[::1/x",
+    ],
+)
+def test_a_webhook_secret_must_be_an_http_url(value: str) -> None:
+    text = """\
+        version: 1
+        secrets: {hook: {env: HOOK}}
+        automations:
+          - {name: a, on: [x], actions: [{teams: {webhook_url_secret: hook}}]}
+    """
+    assert problems(text, {"HOOK": value}) == [
+        f"{SOURCE}:4:63: automations[0].actions[0].teams.webhook_url_secret: secret 'hook' "
+        "(environment variable HOOK) is not an http(s) URL, which a teams webhook_url_secret "
+        "must be (its value is not shown)"
+    ]
+    config = parse_config(
+        textwrap.dedent(text).encode(), SOURCE, environ={"HOOK": "HTTPS://x.example/h?a=1"}
+    )
+    assert config.secrets["hook"].reveal() == "HTTPS://x.example/h?a=1"
+
+
+def test_pagerduty_parse_takes_exactly_one_routing_key() -> None:
+    from automationd.actions import SpecProblems, pagerduty
+
+    for options in ({}, {"routing_key": "R", "routing_key_secret": "pd"}):
+        with pytest.raises(SpecProblems, match="exactly one of routing_key and routing_key_secret"):
+            pagerduty.parse(options)
+    action = pagerduty.parse({"routing_key_secret": "pd"})
+    assert (action.routing_key, action.routing_key_secret) == (None, "pd")

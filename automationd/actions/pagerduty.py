@@ -1,7 +1,9 @@
 """`pagerduty`: trigger an incident through PagerDuty's Events API v2.
 
 The `dedup_key` is stable per event, automation and action, so a retried (or, after a crash,
-repeated) trigger updates the same incident instead of opening a second one.
+repeated) trigger updates the same incident instead of opening a second one. The routing key
+is written in the rules (`routing_key`) or held by a secret (`routing_key_secret`), whose
+value is put in the request body only when it is sent: previews show it masked.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from automationd.actions import (
     shorten,
 )
 from automationd.actions.http import send
+from automationd.secrets import MASK
 from automationd.templating import Template
 
 DEFAULT_MESSAGE = "{message}"
@@ -30,7 +33,8 @@ class PagerDutyAction:
     """POST `{routing_key, event_action: trigger, dedup_key, payload}` to /v2/enqueue; 202."""
 
     kind: ClassVar[str] = "pagerduty"
-    routing_key: str
+    routing_key: str | None
+    routing_key_secret: str | None
     severity: str
     message: Template
 
@@ -43,8 +47,15 @@ class PagerDutyAction:
     def destination(self) -> str:
         return "pagerduty"
 
-    def body(self, ctx: ActionContext) -> dict[str, object]:
-        """The Events API v2 request for the event of `ctx`."""
+    def body(self, ctx: ActionContext, *, reveal: bool = True) -> dict[str, object]:
+        """The Events API v2 request for the event of `ctx`; without `reveal`, a routing key
+        held by a secret is masked (for previews)."""
+        if self.routing_key_secret is None:
+            routing_key = str(self.routing_key)
+        elif reveal:
+            routing_key = ctx.secret(self.routing_key_secret)
+        else:
+            routing_key = f"{MASK} (secret '{self.routing_key_secret}')"
         payload: dict[str, object] = {
             "summary": shorten(self.message.render(ctx.event), SUMMARY_LIMIT) or "automationd",
             "source": f"automationd/{ctx.automation}",
@@ -56,7 +67,7 @@ class PagerDutyAction:
         if ctx.event.get("flow_name"):
             payload["component"] = ctx.event["flow_name"]
         return {
-            "routing_key": self.routing_key,
+            "routing_key": routing_key,
             "event_action": "trigger",
             "dedup_key": ctx.idempotency_key,
             "payload": payload,
@@ -64,7 +75,7 @@ class PagerDutyAction:
 
     def preview(self, ctx: ActionContext) -> dict[str, object]:
         url = ctx.services.endpoints.pagerduty.rstrip("/") + "/v2/enqueue"
-        return {"method": "POST", "url": url, "json": self.body(ctx)}
+        return {"method": "POST", "url": url, "json": self.body(ctx, reveal=False)}
 
     async def run(self, ctx: ActionContext) -> ActionResult:
         url = ctx.services.endpoints.pagerduty.rstrip("/") + "/v2/enqueue"
@@ -79,8 +90,12 @@ class PagerDutyAction:
 
 def parse(options: Mapping[str, object]) -> PagerDutyAction:
     reader = OptionReader(options)
+    if ("routing_key" in options) == ("routing_key_secret" in options):  # the schema says so too
+        reader.problems.append(((), "give exactly one of routing_key and routing_key_secret"))
+    secret = options.get("routing_key_secret")
     action = PagerDutyAction(
-        reader.text("routing_key"),
+        reader.text("routing_key") if "routing_key" in options else None,
+        str(secret) if secret is not None else None,
         reader.text("severity", "error"),
         reader.template("message", DEFAULT_MESSAGE),
     )
