@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from automationd import __version__, client, trail, yamldoc
+from automationd import backup as state_backup
 from automationd.config import DEFAULT_SERVER, Config, ConfigError, load_config, schema
 from automationd.connections import (
     BACKLOG,
@@ -128,6 +129,13 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
     audit.add_argument("--follow", "-f", action="store_true", help="keep printing new records")
     audit.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
+    backup = commands.add_parser(
+        "backup", help="copy the live state database and journal (while the daemon runs)"
+    )
+    _config_option(backup, environ, "rules file naming the state database")
+    backup.add_argument("--state", type=Path, help="the state database itself, instead of --config")
+    backup.add_argument("destination", type=Path, metavar="DEST", help="a new folder")
+
     test = commands.add_parser(
         "test",
         help="what the rules would do with an event (nothing is sent; secrets are not needed, "
@@ -159,6 +167,8 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         return test_rules(args, environ)
     if args.command == "audit":
         return search_audit(args, environ)
+    if args.command == "backup":
+        return backup_state(args, environ)
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(),
         format="%(levelname)s %(name)s: %(message)s",
@@ -255,6 +265,27 @@ def search_audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return 0
     except BrokenPipeError:  # e.g. | head
         return 0
+    return 0
+
+
+def backup_state(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """`automationd backup DEST`: a consistent copy of the state database and the journal's
+    segments, taken with SQLite's online backup while the daemon runs."""
+    database = args.state
+    if database is None:
+        try:
+            database = load_config(args.config, environ=environ).state.path
+        except ConfigError as exc:
+            for line in exc.lines():
+                print(line, file=sys.stderr)
+            print("automationd backup: name the database with --state instead", file=sys.stderr)
+            return 1
+    try:
+        summary = state_backup.backup(Path(database), args.destination)
+    except state_backup.BackupError as exc:
+        print(f"automationd backup: {exc}", file=sys.stderr)
+        return 1
+    print(summary)
     return 0
 
 

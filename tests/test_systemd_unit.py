@@ -16,6 +16,8 @@ from automationd.connections import connection_cap
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "automationd.service"
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+INSTALLED = "/opt/automationd/bin/automationd"
+"""Where the README's install recipe puts the command (a virtual environment in /opt)."""
 
 
 @needs_analyze
@@ -36,17 +38,25 @@ def test_the_unit_scores_at_most_1_5() -> None:
 @needs_analyze
 def test_the_unit_verifies_cleanly(tmp_path: Path) -> None:
     """`systemd-analyze verify` also checks that ExecStart= exists: point it at this
-    environment's automationd instead of /usr/local/bin."""
+    environment's automationd instead of the one the README installs in /opt/automationd."""
     assert ANALYZE is not None
     installed = Path(sys.executable).parent / "automationd"
     assert installed.exists()
     unit = tmp_path / "automationd.service"
-    unit.write_text(UNIT.read_text().replace("/usr/local/bin/automationd", str(installed)))
+    text = UNIT.read_text()
+    assert INSTALLED in text
+    unit.write_text(text.replace(INSTALLED, str(installed)))
     result = subprocess.run(
         [ANALYZE, "verify", str(unit)], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
+
+
+def test_the_unit_runs_the_command_the_readme_installs() -> None:
+    """ExecStartPre= (the check) and ExecStart= name the virtual environment's command."""
+    commands = re.findall(r"^ExecStart(?:Pre)?=(\S+)", UNIT.read_text(), re.M)
+    assert commands == [INSTALLED, INSTALLED]
 
 
 def test_the_unit_is_what_the_daemon_expects() -> None:
