@@ -138,7 +138,9 @@ def _load(text: str, kind: type[_Loader] | type[_FastLoader]) -> Document:
             mark = exc.problem_mark or exc.context_mark
             where = Position(mark.line + 1, mark.column + 1) if mark else None
             what = " ".join(str(s) for s in (exc.context, exc.problem) if s)
-            raise YamlError([Problem(where, f"invalid YAML: {what}")]) from None
+            hint = _hint(exc, text)
+            message = f"invalid YAML: {what}" + (f" ({hint})" if hint else "")
+            raise YamlError([Problem(where, message)]) from None
         except yaml.YAMLError as exc:
             raise YamlError([Problem(None, f"invalid YAML: {exc}")]) from None
         if root is None:
@@ -151,6 +153,73 @@ def _load(text: str, kind: type[_Loader] | type[_FastLoader]) -> Document:
         return doc
     finally:
         loader.dispose()
+
+
+_VALUE = re.compile(r"""\s*(?:-\s+)*(?:[^\s:{\['"][^:]*:\s+)?""")
+"""The start of a line up to its value: indentation, `- ` items, a `key: `."""
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _hint(exc: yaml.MarkedYAMLError, text: str) -> str:
+    """The common mistake behind a parser error, in plain words ('' when none fits): the
+    parser's own words name a token (`expected <block end>, but found '?'`), not the mistake."""
+    context, problem = exc.context or "", exc.problem or ""
+    mark, opened = exc.problem_mark, exc.context_mark
+    lines = text.splitlines()
+    line = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
+    column = mark.column if mark is not None else 0
+    value = _VALUE.match(line)
+    starts = value.end() if value else 0
+    template = line[starts : starts + 1] in ("{", "[") and column > starts
+    if "'\\t'" in problem or "tab character" in problem:
+        return "a tab: YAML indents with spaces only"
+    if "cannot start any token" in problem:
+        return f"a value starting with {line[column : column + 1]!r} must be put in quotes"
+    if "an alias" in context or "undefined alias" in problem:
+        return "a value starting with '*' is read as a YAML alias: put it in quotes"
+    if "unknown escape character" in problem:
+        return "in double quotes a '\\' starts an escape: write '\\\\', or use single quotes"
+    if "quoted scalar" in context and "end of stream" in problem and opened is not None:
+        return f"the quote at {_at(opened)} is never closed"
+    if context.startswith("while parsing a flow") and opened is not None:
+        bracket = "[" if "sequence" in context else "{"
+        return f"the {bracket!r} at {_at(opened)} is never closed, or a ',' is missing"
+    if "could not find expected ':'" in problem and opened is not None:
+        key = lines[opened.line][opened.column :] if opened.line < len(lines) else ""
+        if re.match(r"-[^\s-]", key):
+            return f"line {opened.line + 1} probably misses the space after its '-'"
+        return f"line {opened.line + 1} probably misses the ':' after its key"
+    found = problem.rpartition("but found ")[2]
+    if found in ("']'", "'}'"):
+        return f"a {found} that closes nothing"
+    if template and ("mapping values" in problem or "expected <block end>" in problem):
+        return (
+            f"a value starting with {line[starts]!r} is read as a YAML mapping: "
+            "put a template in quotes"
+        )
+    if "mapping values are not allowed" in problem and mark is not None:
+        if ":" in line[:starts] and column >= starts:  # a second ': ' on a `key: value` line
+            return "a value holding ': ' must be put in quotes"
+        above = [
+            n
+            for n in range(mark.line)
+            if lines[n].strip() and not lines[n].lstrip().startswith("#")
+        ]
+        if above and ":" not in lines[above[-1]] and not lines[above[-1]].lstrip().startswith("-"):
+            return f"line {above[-1] + 1} probably misses the ':' after its key"
+        return "the line is probably indented more than the one above it"
+    if "expected <block end>" not in problem:
+        return ""
+    if found in ("'?'", "'<block mapping start>'"):
+        return "the line is probably indented differently from the ones above it"
+    if found in ("'-'", "'<block sequence start>'"):
+        return "a '-' item at the wrong level: the items of one list line up, under their key"
+    if found == "'<scalar>'" and line[:column].rstrip().endswith(("'", '"')):
+        return "text after a closing quote: put the whole value in quotes"
+    return ""
 
 
 def _build(

@@ -67,3 +67,169 @@ def test_libyaml_gives_the_same_values_and_places_as_the_python_parser(text: str
     assert fast.data == slow.data
     assert fast.values == slow.values
     assert fast.keys == slow.keys
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "message"),
+    [
+        (  # a key at the level of the list's '-' items
+            "automations:\n  - name: a\n    on: [x]\n  actions: []\n",
+            4,
+            3,
+            "while parsing a block collection expected <block end>, but found '?' "
+            "(the line is probably indented differently from the ones above it)",
+        ),
+        (
+            "a:\n  b: 1\n c: 2\n",
+            3,
+            2,
+            "while parsing a block mapping expected <block end>, but found "
+            "'<block mapping start>' (the line is probably indented differently from the ones "
+            "above it)",
+        ),
+        (
+            "a: 1\n  b: 2\n",
+            2,
+            4,
+            "mapping values are not allowed here (the line is probably indented more than the "
+            "one above it)",
+        ),
+        (
+            "a:\n\tb: 1\n",
+            2,
+            1,
+            "while scanning for the next token found character '\\t' that cannot start any "
+            "token (a tab: YAML indents with spaces only)",
+        ),
+        (
+            'a: "abc\nb: 1\n',
+            3,
+            1,
+            "while scanning a quoted scalar found unexpected end of stream (the quote at "
+            "line 1, column 4 is never closed)",
+        ),
+        (
+            "a: [1, 2\nb: 1\n",
+            2,
+            2,
+            "while parsing a flow sequence expected ',' or ']', but got ':' (the '[' at "
+            "line 1, column 4 is never closed, or a ',' is missing)",
+        ),
+        (
+            "a: {x: 1\n",
+            2,
+            1,
+            "while parsing a flow mapping expected ',' or '}', but got '<stream end>' (the '{' "
+            "at line 1, column 4 is never closed, or a ',' is missing)",
+        ),
+        (
+            "name: a\non [x]\nactions: []\n",
+            3,
+            1,
+            "while scanning a simple key could not find expected ':' (line 2 probably misses "
+            "the ':' after its key)",
+        ),
+        (
+            "a:\n  b 1\n  c: 2\n",
+            3,
+            4,
+            "mapping values are not allowed here (line 2 probably misses the ':' after its key)",
+        ),
+        (
+            "a:\n  - x\n  -y\n",
+            4,
+            1,
+            "while scanning a simple key could not find expected ':' (line 3 probably misses "
+            "the space after its '-')",
+        ),
+        (
+            "a: [1, 2]]\n",
+            1,
+            10,
+            "while parsing a block mapping expected <block end>, but found ']' (a ']' that "
+            "closes nothing)",
+        ),
+        (
+            "a: x: y\n",
+            1,
+            5,
+            "mapping values are not allowed here (a value holding ': ' must be put in quotes)",
+        ),
+        (
+            "a:\n  - x\n - y\n",
+            3,
+            2,
+            "while parsing a block mapping expected <block end>, but found "
+            "'<block sequence start>' (a '-' item at the wrong level: the items of one list "
+            "line up, under their key)",
+        ),
+        (
+            "a:\n  b: 1\n  - c\n",
+            3,
+            3,
+            "while parsing a block mapping expected <block end>, but found '-' (a '-' item at "
+            "the wrong level: the items of one list line up, under their key)",
+        ),
+        (
+            "message: {flow_name} failed\n",
+            1,
+            22,
+            "while parsing a block mapping expected <block end>, but found '<scalar>' (a value "
+            "starting with '{' is read as a YAML mapping: put a template in quotes)",
+        ),
+        (
+            'message: "{flow_name}" failed\n',
+            1,
+            24,
+            "while parsing a block mapping expected <block end>, but found '<scalar>' (text "
+            "after a closing quote: put the whole value in quotes)",
+        ),
+        (
+            "on: *\n",
+            1,
+            6,
+            "while scanning an alias expected alphabetic or numeric character, but found "
+            "'\\n' (a value starting with '*' is read as a YAML alias: put it in quotes)",
+        ),
+        (
+            "on: [flow_run_state_change, *_failure]\n",
+            1,
+            29,
+            "found undefined alias '_failure' (a value starting with '*' is read as a YAML "
+            "alias: put it in quotes)",
+        ),
+        (
+            'url: "C:\\path"\n',
+            1,
+            10,
+            "while scanning a double-quoted scalar found unknown escape character 'p' (in "
+            "double quotes a '\\' starts an escape: write '\\\\', or use single quotes)",
+        ),
+        (
+            "when: `x`\n",
+            1,
+            7,
+            "while scanning for the next token found character '`' that cannot start any "
+            "token (a value starting with '`' must be put in quotes)",
+        ),
+    ],
+)
+def test_syntax_errors_keep_the_parsers_words_and_add_a_plain_hint(
+    text: str, line: int, column: int, message: str
+) -> None:
+    with pytest.raises(yamldoc.YamlError) as caught:
+        yamldoc.load(text)
+    (problem,) = caught.value.problems
+    assert (problem.position, problem.message) == (
+        yamldoc.Position(line, column),
+        f"invalid YAML: {message}",
+    )
+
+
+def test_an_error_without_a_common_cause_has_no_hint() -> None:
+    with pytest.raises(yamldoc.YamlError) as caught:
+        yamldoc.load("a: &\n")
+    assert caught.value.problems[0].message == (
+        "invalid YAML: while scanning an anchor expected alphabetic or numeric character, "
+        "but found '\\n'"
+    )
