@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from automationd.templating import Template
+from automationd.templating import Template, lookup
 
 MAX_DEPTH = 32
 MAX_TYPE_LENGTH = 200
@@ -139,6 +139,82 @@ BUILTIN_TYPES: Mapping[str, EventType] = {
     )
 }
 """The contract's types, plus `agent_sla_recovered`, which the daemon emits too."""
+
+
+def _phrases(*choices: tuple[str, ...]) -> tuple[tuple[Template, ...], ...]:
+    return tuple(tuple(Template.parse(text) for text in choice) for choice in choices)
+
+
+_OF_RUN = ("Run {flow_run_name} of flow {flow_name}", "Run {flow_run_name}")
+_AGENTS = ("Agents sharing the config {agent_config_id}", "Agents sharing a config")
+DEFAULT_PHRASES: Mapping[str, tuple[tuple[Template, ...], ...]] = {
+    "flow_run_state_change": _phrases(
+        (*_OF_RUN, "A run of flow {flow_name}", "A flow run"),
+        (" entered state {state}", " changed state"),
+        (" with message {state_message}", ""),
+        (".",),
+        (" See {flow_run_link} for more details.", ""),
+    ),
+    "flow_sla_failure": _phrases(
+        (
+            "Run {flow_run_name} ({flow_run_id}) of flow {flow_name}",
+            "Run {flow_run_name} ({flow_run_id})",
+            *_OF_RUN,
+            "Run {flow_run_id} of flow {flow_name}",
+            "Run {flow_run_id}",
+            "A run of flow {flow_name}",
+            "A flow run",
+        ),
+        (
+            " failed {kind} SLA ({flow_sla_config_id})",
+            " failed {kind} SLA",
+            " failed SLA {flow_sla_config_id}",
+            " failed an SLA",
+        ),
+        (" after {duration_seconds} seconds", ""),
+        (".",),
+        (" See {flow_run_link} for more details.", ""),
+    ),
+    "agent_heartbeat": _phrases(
+        ("Agent {agent_id} of config {agent_config_id}", "Agent {agent_id}", "An agent"),
+        (" is polling for work.",),
+    ),
+    "agent_sla_failure": _phrases(
+        _AGENTS,
+        (
+            " have failed the minimum healthy count of {sla_min_healthy}.",
+            " have failed their minimum healthy count.",
+        ),
+        (" The following agents are unhealthy: {agent_ids}", ""),
+    ),
+    "agent_sla_recovered": _phrases(
+        _AGENTS, (" are healthy again: {healthy_agent_ids}", " are healthy again.")
+    ),
+}
+"""How a built-in type's default message reads when the event lacks some of its fields:
+phrase after phrase, the first choice whose fields all have a value (not null, "" or []).
+The first choices together are the type's message, so a complete event reads exactly so;
+a missing name becomes "A flow run", and a clause with nothing to say is left out, rather
+than "Run  of flow  ... See  for more details." (Templates in rules keep empty text.)"""
+
+
+def _default_message(spec: EventType, event: Mapping[str, object]) -> str:
+    """The event's message: a built-in type's readable sentence, or the type's template."""
+    phrases = DEFAULT_PHRASES.get(spec.type)
+    builtin = BUILTIN_TYPES.get(spec.type)
+    if phrases is None or builtin is None or spec.message != builtin.message:
+        return spec.message.render(event)
+    return "".join(
+        next(
+            (
+                choice.render(event)
+                for choice in choices
+                if all(lookup(event, f.path) not in (None, "", []) for f in choice.fields())
+            ),
+            "",
+        )
+        for choices in phrases
+    )
 
 
 def readable_name(event_type: str) -> str:
@@ -461,7 +537,7 @@ def normalise(
     if event.get("event_name") is None:
         event["event_name"] = spec.event_name
     if event.get("message") is None:
-        event["message"] = spec.message.render(event)
+        event["message"] = _default_message(spec, event)
     return event
 
 

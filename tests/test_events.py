@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from automationd.events import (
+    BUILTIN_TYPES,
+    DEFAULT_PHRASES,
     EventError,
     EventType,
     EventTypeResolver,
@@ -223,3 +225,85 @@ def test_flow_run_events_carry_tags_deployment_and_work_pool(event_type: str) ->
     )
     with pytest.raises(EventError, match="'work_pool_name' must be a string"):
         normalise({"type": event_type, "work_pool_name": 1}, RESOLVE, NOW)
+
+
+FULL_RUN = {
+    "type": "flow_run_state_change",
+    "flow_id": "f-1",
+    "flow_name": "nightly-etl",
+    "flow_group_id": "d-1",
+    "flow_link": "http://ui/flows/f-1",
+    "flow_run_id": "r-1",
+    "flow_run_name": "brave-otter",
+    "state": "Failed",
+    "state_message": "exit code 1",
+    "flow_run_link": "http://ui/runs/r-1",
+}
+
+
+def message_of(raw: object) -> object:
+    return normalise(raw, RESOLVE, NOW)["message"]
+
+
+def test_a_default_message_with_every_field_is_the_contracts_sentence() -> None:
+    assert message_of(FULL_RUN) == (
+        "Run brave-otter of flow nightly-etl entered state Failed with message exit code 1. "
+        "See http://ui/runs/r-1 for more details."
+    )
+
+
+def test_a_default_message_leaves_out_what_the_event_does_not_say() -> None:
+    assert message_of({"type": "flow_run_state_change", "state": "Failed"}) == (
+        "A flow run entered state Failed."
+    )
+    # Prefect often sends an empty state message: "" reads like a missing one
+    partial = {
+        "type": "flow_run_state_change",
+        "flow_name": "nightly-etl",
+        "state": "Completed",
+        "state_message": "",
+    }
+    assert message_of(partial) == "A run of flow nightly-etl entered state Completed."
+    assert message_of({**partial, "flow_run_name": "brave-otter", "flow_run_link": "http://u"}) == (
+        "Run brave-otter of flow nightly-etl entered state Completed. See http://u for more details."
+    )
+    assert message_of({"type": "flow_run_state_change"}) == "A flow run changed state."
+
+
+def test_the_other_built_in_default_messages_leave_out_missing_fields_too() -> None:
+    sla = {
+        "type": "flow_sla_failure",
+        "flow_run_id": "r-1",
+        "kind": "STARTED_NOT_FINISHED",
+        "flow_sla_config_id": "nightly-runtime",
+        "duration_seconds": 7200,
+    }
+    assert message_of(sla) == (
+        "Run r-1 failed STARTED_NOT_FINISHED SLA (nightly-runtime) after 7200 seconds."
+    )
+    assert message_of({**sla, "flow_run_name": "brave-otter", "flow_name": "etl"}) == (
+        "Run brave-otter (r-1) of flow etl failed STARTED_NOT_FINISHED SLA (nightly-runtime) "
+        "after 7200 seconds."
+    )
+    assert message_of({"type": "agent_sla_failure", "sla_min_healthy": 0, "agent_ids": []}) == (
+        "Agents sharing a config have failed the minimum healthy count of 0."
+    )
+    assert message_of({"type": "agent_sla_recovered", "agent_config_id": "prod"}) == (
+        "Agents sharing the config prod are healthy again."
+    )
+    assert message_of({"type": "agent_heartbeat", "agent_id": "a1"}) == (
+        "Agent a1 is polling for work."
+    )
+
+
+def test_declared_messages_are_user_templates_where_a_missing_field_is_empty() -> None:
+    assert message_of({"type": "deploy_finished"}) == "Deployed "
+
+
+@pytest.mark.parametrize("event_type", sorted(BUILTIN_TYPES))
+def test_the_phrases_of_a_default_message_make_up_its_contract_sentence(event_type: str) -> None:
+    phrases = DEFAULT_PHRASES[event_type]
+    assert "".join(choices[0].source for choices in phrases) == (
+        BUILTIN_TYPES[event_type].message.source
+    )
+    assert all(not choices[-1].fields() for choices in phrases)  # something always reads
