@@ -353,22 +353,39 @@ class _Checker:
     # --- pass 2: the schema
 
     def check_schema(self) -> None:
-        for error in _validator().iter_errors(self.doc.data):
-            self._schema_error(error)
+        """Every schema violation, one problem per mistake: a required key that an unknown
+        key's "did you mean" names is misspelt, not missing, so only the hint is reported."""
+        errors = list(_validator().iter_errors(self.doc.data))
+        meant: set[tuple[DocPath, str]] = set()
+        for error in errors:
+            if error.validator != "required":
+                meant |= self._schema_error(error)
+        for error in errors:
+            if error.validator == "required":
+                path: DocPath = tuple(error.absolute_path)
+                missing = error.message.removesuffix(" is a required property")  # 'name'
+                if (path, missing) in meant:
+                    self.bad_paths.append(path)
+                else:
+                    self._schema_error(error)
 
-    def _schema_error(self, error: ValidationError) -> None:
+    def _schema_error(self, error: ValidationError) -> set[tuple[DocPath, str]]:
+        """Report one schema error; returns, for unknown keys, the object's path and each key
+        their "did you mean" names, quoted (`'name'`) as jsonschema's messages quote it."""
         path: DocPath = tuple(error.absolute_path)
         self.bad_paths.append(path)
         if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(
             error.instance, dict
         ):
             allowed = _allowed_keys(error.schema) if isinstance(error.schema, dict) else set()
+            meant: set[tuple[DocPath, str]] = set()
             for key in error.instance:
                 if key not in allowed:
-                    self.add(
-                        (*path, key), f"unknown key '{key}'{_suggest(key, allowed)}", at_key=True
-                    )
-            return
+                    hint = _suggest(key, allowed)  # "; did you mean 'name'?" or ""
+                    self.add((*path, key), f"unknown key '{key}'{hint}", at_key=True)
+                    if hint:
+                        meant.add((path, hint.removeprefix("; did you mean ").removesuffix("?")))
+            return meant
         if "propertyNames" in error.absolute_schema_path and isinstance(error.instance, str):
             key = error.instance
             if error.validator == "enum":
@@ -378,7 +395,7 @@ class _Checker:
             else:
                 message = f"'{key}' is not an allowed name here ({error.message})"
             self.add((*path, key), message, at_key=True)
-            return
+            return set()
         message = error.message
         if error.validator in ("anyOf", "oneOf") and isinstance(error.schema, dict):
             description = error.schema.get("description")
@@ -389,6 +406,7 @@ class _Checker:
         elif error.validator in ("minProperties", "maxProperties") and path[-2:-1] == ("actions",):
             message = "an action needs exactly one key naming its kind, e.g. webhook: {url: ...}"
         self.add(path, message)
+        return set()
 
     # --- pass 3: what the schema cannot say, then the frozen objects
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -442,7 +445,7 @@ def test_event_types_may_add_attributes_to_a_built_in_type_and_its_message_stays
         datetime(2026, 1, 1, tzinfo=UTC),
     )
     assert event["team"] == {"lead": "ann"}
-    assert str(event["message"]).startswith("Run  of flow  entered state Failed")
+    assert event["message"] == "A flow run entered state Failed."
     # the built-in attributes keep their kinds
     with pytest.raises(EventError, match="'state' must be a string"):
         normalise({"type": "flow_run_state_change", "state": 3}, resolve, datetime.now(UTC))
@@ -496,3 +499,47 @@ def test_a_message_for_a_built_in_type_is_refused_saying_the_built_in_one_stays(
         f"{SOURCE}:3:42: event_types.flow_sla_failure.message: flow_sla_failure is a built-in "
         "event type and keeps its message; under event_types: it only takes attributes: to add",
     ]
+
+
+def test_check_reports_a_misspelt_required_key_once_as_its_did_you_mean(tmp_path: Path) -> None:
+    """One problem per mistake: a misspelt required key is not also reported missing."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        textwrap.dedent(
+            """\
+            version: 1
+            secrets:
+              slack-ops: {env: SLACK_OPS_WEBHOOK}
+            automations:
+              - name: a
+                on: [flow_run_state_change]
+                actions:
+                  - slack: {webhook_url_secrte: slack-ops, message: hi}
+                  - webhook: {ulr: "http://127.0.0.1:1/"}
+                  - teams: {webhook_url_secret: slack-ops, titel: x}
+              - nme: b
+                on: [x]
+                actions: [{email: {subject: x}}]
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "automationd", "check", str(rules)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "SLACK_OPS_WEBHOOK": "https://hooks.slack.com/services/T/B/x"},
+    )
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{rules}:8:17: automations[0].actions[0].slack.webhook_url_secrte: unknown key "
+        "'webhook_url_secrte'; did you mean 'webhook_url_secret'?",
+        f"{rules}:9:19: automations[0].actions[1].webhook.ulr: unknown key 'ulr'; did you mean "
+        "'url'?",
+        f"{rules}:10:48: automations[0].actions[2].teams.titel: unknown key 'titel'; did you "
+        "mean 'title'?",
+        f"{rules}:11:5: automations[1].nme: unknown key 'nme'; did you mean 'name'?",
+        f"{rules}:13:23: automations[1].actions[0].email: 'to_emails' is a required property",
+    ]
+    assert result.stderr == f"{rules}: 5 problem(s)\n"
