@@ -240,7 +240,8 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 async def get_rules(request: web.Request) -> web.Response:
-    """The active rules (no secret values), their sha256 and the last reload attempt."""
+    """The active rules (no secret values), their sha256 and the last reload attempt. A
+    cooldown shows its period and key template (null: one cooldown for all its events)."""
     engine = request.app[ENGINE]
     config = engine.config
     return web.json_response(
@@ -256,6 +257,11 @@ async def get_rules(request: web.Request) -> web.Response:
                     "match": [m.attribute for m in a.match],
                     "when": a.when,
                     "actions": [{"kind": x.kind, "describe": x.spec.describe()} for x in a.actions],
+                    "cooldown": (
+                        {"for_seconds": a.cooldown.seconds, "key": a.cooldown.key.source or None}
+                        if a.cooldown is not None
+                        else None
+                    ),
                 }
                 for a in config.automations
             ],
