@@ -121,7 +121,12 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
     audit = commands.add_parser("audit", help="search the audit trail, or follow it")
     _config_option(audit, environ, "rules file naming the trail")
     audit.add_argument("--file", type=Path, help="the trail itself, instead of --config")
-    audit.add_argument("--event", help="one event's whole story")
+    audit.add_argument(
+        "--event",
+        metavar="ID",
+        help="one event's whole story: its id, or a unique prefix of it "
+        f"(at least {trail.MIN_PREFIX} characters)",
+    )
     audit.add_argument("--automation", help="records of one automation")
     audit.add_argument("--kind", help="a kind (action.failed) or a family (action)")
     audit.add_argument("--since", help="only the last DURATION (e.g. 15m, 1h, 2d)")
@@ -238,7 +243,11 @@ def _trail_path(args: argparse.Namespace, environ: Mapping[str, str]) -> Path | 
 
 
 def search_audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """`automationd audit`: filter the trail (and its rotated files), print, maybe follow."""
+    """`automationd audit`: filter the trail (and its rotated files), print, maybe follow.
+
+    `--event` takes an id or a unique prefix of one (at least `trail.MIN_PREFIX`
+    characters); an ambiguous prefix lists the events it matches and exits 1, as does an
+    id the trail does not hold (unless following: that event may be yet to come)."""
     path = _trail_path(args, environ)
     if path is None:
         return 1
@@ -247,11 +256,42 @@ def search_audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except ValueError as exc:
         print(f"automationd audit: --since: {exc}", file=sys.stderr)
         return 2
-    keep = trail.Filter(args.event, args.automation, args.kind, start, args.failed)
-    show = (lambda r: json.dumps(r, ensure_ascii=False)) if args.json else trail.as_row
     if not trail.trail_files(path) and not args.follow:
         print(f"automationd audit: no audit trail at {path}", file=sys.stderr)
         return 1
+    event = args.event
+    if event is not None:
+        found = trail.find_events(path, event)
+        shown = 20  # a short prefix of time-ordered ids can match weeks of events
+        if len(found) > 1:
+            print(
+                f"automationd audit: --event {event} matches {len(found)} events; "
+                "give more of the id:",
+                file=sys.stderr,
+            )
+            for candidate in found[:shown]:
+                line = f"  {candidate.event_id}  {candidate.time}  {candidate.type}"
+                print(line.rstrip(), file=sys.stderr)
+            if len(found) > shown:
+                print(f"  ... and {len(found) - shown} more", file=sys.stderr)
+            return 1
+        if found:
+            event = found[0].event_id
+        elif not args.follow:  # following, the event may be yet to come (by its whole id)
+            if len(event) < trail.MIN_PREFIX:
+                print(
+                    f"automationd audit: no event with the id {event} in {path} "
+                    f"(an id prefix needs at least {trail.MIN_PREFIX} characters)",
+                    file=sys.stderr,
+                )
+            else:
+                print(
+                    f"automationd audit: no event whose id is or starts with {event} in {path}",
+                    file=sys.stderr,
+                )
+            return 1
+    keep = trail.Filter(event, args.automation, args.kind, start, args.failed)
+    show = (lambda r: json.dumps(r, ensure_ascii=False)) if args.json else trail.as_row
     try:
         # when following, the live file is read by follow() itself, from its first byte: no
         # record written between reading and following can slip through

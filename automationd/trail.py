@@ -98,6 +98,55 @@ def read(path: Path, keep: Filter, *, live: bool = True) -> Iterator[Record]:
             yield from (r for r in _records(stream) if keep(r))
 
 
+MIN_PREFIX = 4
+"""The fewest characters of an event id that `--event` takes as a prefix: shorter ones
+match too much to mean one event, and are taken as whole ids only."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An event an `--event` id (or prefix) names: its id, when it was first recorded, and
+    its type (from its `event.accepted` record)."""
+
+    event_id: str
+    time: str
+    type: str
+
+
+def find_events(path: Path, wanted: str) -> list[Candidate]:
+    """The events of the trail, in the order first seen, whose id is `wanted`, or else starts
+    with it (a prefix of at least MIN_PREFIX characters): a whole id wins over longer ids it
+    begins, so a short id stays reachable."""
+    found: dict[str, Candidate] = {}
+    plain = json.dumps(wanted)[1:-1] == wanted  # written in the trail as it is
+    prefix = len(wanted) >= MIN_PREFIX
+    for file in trail_files(path):
+        with file.open(encoding="utf-8", errors="replace") as stream:
+            for line in stream:
+                if plain and wanted not in line:
+                    continue  # most lines: no JSON to parse
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                event_id = record.get("event_id") if isinstance(record, dict) else None
+                if not isinstance(event_id, str) or not (
+                    event_id == wanted or (prefix and event_id.startswith(wanted))
+                ):
+                    continue
+                event = record.get("event")
+                kind = event.get("type") if isinstance(event, dict) else None
+                seen = found.get(event_id)
+                if seen is None or (not seen.type and isinstance(kind, str)):
+                    time = seen.time if seen else str(record.get("time", ""))
+                    found[event_id] = Candidate(
+                        event_id, time, kind if isinstance(kind, str) else ""
+                    )
+    if wanted in found:
+        return [found[wanted]]
+    return list(found.values())
+
+
 def follow(
     path: Path, keep: Filter, *, stop: Callable[[], bool], poll: float = 0.2, from_end: bool = False
 ) -> Iterator[Record]:

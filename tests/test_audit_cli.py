@@ -139,3 +139,53 @@ async def test_follow_survives_rotation(tmp_path: Path) -> None:
     finally:
         follower.send_signal(signal.SIGINT)
         await asyncio.wait_for(follower.wait(), 10)
+
+
+async def test_event_takes_a_unique_id_prefix_and_lists_the_candidates_of_an_ambiguous_one(
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text('version: 1\nserver: {listen: "127.0.0.1:0"}\nautomations: []\n')
+    async with daemon(rules) as proc:
+        for event_id in ("3f2c0a11-0001", "3f2c0b22-0002", "3f2"):
+            assert (await proc.post({"type": "job_done", "id": event_id}))[0] == 202
+        status, answer = await proc.post({"type": "deploy_finished"})
+        assert status == 202
+        assert isinstance(answer, dict)
+        (generated,) = answer["accepted"]
+        await asyncio.sleep(0.2)
+        assert await proc.stop() == 0
+    accepted = {
+        r["event_id"]: r["time"]
+        for r in audit_records(tmp_path / "audit.jsonl")
+        if r["kind"] == "event.accepted"
+    }
+
+    def story(*args: str) -> list[str]:
+        result = audit("--config", str(rules), "--json", "--event", *args)
+        assert (result.returncode, result.stderr) == (0, "")
+        return [json.loads(line)["event_id"] for line in result.stdout.splitlines()]
+
+    assert await asyncio.to_thread(story, "3f2c0b") == ["3f2c0b22-0002"]
+    assert await asyncio.to_thread(story, generated[:8]) == [generated]
+    assert await asyncio.to_thread(story, "3f2c0a11-0001") == ["3f2c0a11-0001"]
+    assert await asyncio.to_thread(story, "3f2") == ["3f2"]  # a whole id, however short
+
+    result = await asyncio.to_thread(audit, "--config", str(rules), "--event", "3f2c")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "automationd audit: --event 3f2c matches 2 events; give more of the id:\n"
+        f"  3f2c0a11-0001  {accepted['3f2c0a11-0001']}  job_done\n"
+        f"  3f2c0b22-0002  {accepted['3f2c0b22-0002']}  job_done\n"
+    )
+    result = await asyncio.to_thread(audit, "--config", str(rules), "--event", "3f2c9")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"automationd audit: no event whose id is or starts with 3f2c9 in {tmp_path}/audit.jsonl\n"
+    )
+    result = await asyncio.to_thread(audit, "--config", str(rules), "--event", "3f")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"automationd audit: no event with the id 3f in {tmp_path}/audit.jsonl "
+        "(an id prefix needs at least 4 characters)\n"
+    )
