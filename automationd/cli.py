@@ -314,7 +314,8 @@ def backup_state(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     database = args.state
     if database is None:
         try:
-            database = load_config(args.config, environ=environ).state.path
+            config = load_config(args.config, environ=environ, resolve_secrets=False)
+            database = config.state.path
         except ConfigError as exc:
             for line in exc.lines():
                 print(line, file=sys.stderr)

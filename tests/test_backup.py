@@ -143,6 +143,22 @@ async def test_backup_of_a_killed_daemon_adds_nothing_to_its_folder(tmp_path: Pa
     assert names(tmp_path) - before == {"copy"}
 
 
+async def test_backup_finds_the_database_without_the_secrets(tmp_path: Path) -> None:
+    """Outside the service its credentials are not there: --config needs no secret."""
+    rules = write_rules(tmp_path / "rules.yaml", "http://127.0.0.1:9")
+    rules.write_text(rules.read_text() + "secrets: {key: {credential: key}}\n")
+    sqlite3.connect(tmp_path / "state.db").close()
+    code, out, err = await run_cli(
+        "backup", "--config", str(rules), str(tmp_path / "copy"), env={"PATH": "/usr/bin:/bin"}
+    )
+    assert (code, err) == (0, "")
+    assert (
+        out
+        == f"backed up 0 events (0 not finished), 0 dead letters, 0 deadlines and 0 journal segment(s) holding 0 events to {tmp_path}/copy\n"
+    )
+    assert (tmp_path / "copy" / "state.db").is_file()
+
+
 async def test_backup_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     (tmp_path / "taken").mkdir()
     code, _, err = await run_cli("backup", "--state", str(tmp_path / "state.db"), "x")
