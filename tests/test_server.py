@@ -144,9 +144,8 @@ async def test_accepted_events_are_matched_acted_on_and_audited(
     assert payload == {"accepted": ["run-1-failed", "run-2-ok"]}
     got = await recv.wait_for(3)
     failed = next(r for r in got if r.path == "/failed")
-    assert failed.body == {
-        "text": "Run r1 of flow f entered state Failed with message . See  for more details."
-    }
+    # a default message leaves out the clauses of fields the event lacks
+    assert failed.body == {"text": "Run r1 of flow f entered state Failed."}
     await client.close()  # stops the engine: actions finish, audit flushed
     records = audit_records(tmp_path / "audit.jsonl")
     kinds = [
