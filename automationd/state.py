@@ -114,10 +114,9 @@ class StateStore:
             for statement in SCHEMA:
                 db.execute(statement)
             columns = {row[1] for row in db.execute("PRAGMA table_info(dead_letters)")}
-            if "attempts" not in columns:  # a store from before attempts were counted
-                db.execute(
-                    "ALTER TABLE dead_letters ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"
-                )
+            if "attempts" not in columns:  # a store from before attempts were counted:
+                # its letters' attempts are unknown (null), not 0
+                db.execute("ALTER TABLE dead_letters ADD COLUMN attempts INTEGER")
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open the state database {self.path}: {exc}") from None
         self._db = db

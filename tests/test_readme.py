@@ -119,6 +119,7 @@ def test_the_yaml_examples_are_valid_rules(tmp_path: Path) -> None:
     (tmp_path / "teams-url").write_text("https://example.webhook.office.com/x\n")
     (tmp_path / "twilio").write_text("token")
     (tmp_path / "slack-webhook").write_text("https://hooks.slack.com/services/T/B/y")
+    (tmp_path / "pagerduty").write_text("R0UTINGKEY")
     environ = {
         "SLACK_OPS_WEBHOOK": "https://hooks.slack.com/services/T/B/x",
         "SMTP_PASSWORD": "pw",
