@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,51 @@ def test_pagerduty_takes_exactly_one_routing_key(tmp_path: Path, block: str, col
     (line,) = result.stdout.splitlines()
     assert line.startswith(f"{rules}:7:{column}: automations[0].actions[0].pagerduty: ")
     assert line.endswith("give exactly one of routing_key and routing_key_secret")
+
+
+def test_check_gives_a_plain_hint_for_a_yaml_syntax_error(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nautomations:\n  - name: a\n    on: [x]\n"
+        '     actions: [{webhook: {url: "http://h/"}}]\n'
+    )
+    result = run("check", str(rules))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{rules}:5:6: invalid YAML: while parsing a block mapping expected <block end>, but "
+        "found '<block mapping start>' (the line is probably indented differently from the "
+        "ones above it)"
+    ]
+    assert result.stderr == f"{rules}: 1 problem(s)\n"
+
+
+def test_an_attribute_added_to_a_built_in_type_routes_and_renders(tmp_path: Path) -> None:
+    """`event_types:` adds `team` to flow_run_state_change: `automationd test` matches on it
+    and renders it, and the built-in message stays."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nevent_types:\n  flow_run_state_change: {attributes: [team]}\n"
+        "automations:\n  - name: by-team\n    on: [flow_run_state_change]\n"
+        "    match: {team: data}\n"
+        '    actions: [{webhook: {url: "http://127.0.0.1:9/x", payload: {text: "{team}: '
+        '{message}"}}}]\n'
+    )
+    event = (
+        '[{"type": "flow_run_state_change", "team": "data", "state": "Failed", '
+        '"flow_name": "etl", "flow_run_name": "r1"}, '
+        '{"type": "flow_run_state_change", "team": "web", "state": "Failed"}]'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "automationd", "test", str(rules), "-", "--json"],
+        input=event,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    data, web = json.loads(result.stdout)
+    (fired,) = [v for v in data["automations"] if v["automation"] == "by-team"]
+    assert fired["fires"] is True
+    assert fired["actions"][0]["json"] == {"text": "data: Run r1 of flow etl entered state Failed."}
+    assert [v["fires"] for v in web["automations"]] == [False]
