@@ -433,6 +433,9 @@ async def actions_round(results: Results, work: Path, count: int = 10_000) -> No
                         "version: 1",
                         f'server: {{listen: "127.0.0.1:{port}", queue_size: 1000000}}',
                         "audit: {path: audit.jsonl}",
+                        # all `count` actions go to one destination at once: past the default
+                        # backlog of 1,000 the rest would be dead-lettered, not delivered
+                        f"delivery: {{max_pending_per_destination: {count}}}",
                         "automations:",
                         "  - name: every-job",
                         "    on: [job_done]",
