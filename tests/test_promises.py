@@ -4,6 +4,7 @@ does what the README says, for better and worse."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import aiohttp
@@ -90,3 +91,87 @@ async def test_without_the_journal_events_act_but_nothing_is_journaled(tmp_path:
     kinds = [r["kind"] for r in audit_records(tmp_path / "audit.jsonl")]
     assert kinds.count("event.accepted") == 2
     assert "event.duplicate" not in kinds
+
+
+async def get_text(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_dead_letters_survive_a_restart(tmp_path: Path) -> None:
+    async with receiver() as recv:
+        recv.status["/hook"] = 400
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            RULES
+            + "automations:\n  - name: forward\n    on: [job_done]\n"
+            + f'    actions: [{{webhook: {{url: "{recv.url}/hook"}}}}]\n'
+        )
+        async with daemon(rules) as proc:
+            assert (await proc.post({"type": "job_done", "id": "doomed"}))[0] == 202
+
+            async def lettered() -> bool:
+                text = (await get_text(f"{proc.url}/dead-letters"))[1]
+                return [d["event_id"] for d in json.loads(text)["dead_letters"]] == ["doomed"]
+
+            await until(lettered)
+            assert await proc.stop() == 0
+        async with daemon(rules) as proc:
+            status, text = await get_text(f"{proc.url}/dead-letters")
+            assert status == 200
+            listing = json.loads(text)
+            assert [d["event_id"] for d in listing["dead_letters"]] == ["doomed"]
+            assert listing["total"] == 1
+            assert await proc.stop() == 0
+
+
+async def test_a_condition_that_fails_is_audited_and_the_others_still_act(tmp_path: Path) -> None:
+    """jmespath raises TypeError for '11' > 10: an `automation.error` record for that one
+    automation (not only a verdict in explain), and the next automation still fires."""
+    async with receiver() as recv:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            RULES
+            + "event_types: {job_done: {attributes: [count]}}\n"
+            + "automations:\n"
+            + "  - name: broken\n    on: [job_done]\n    when: 'count > `10`'\n"
+            + f'    actions: [{{webhook: {{url: "{recv.url}/broken"}}}}]\n'
+            + "  - name: fine\n    on: [job_done]\n"
+            + f'    actions: [{{webhook: {{url: "{recv.url}/fine"}}}}]\n'
+        )
+        async with daemon(rules) as proc:
+            assert (await proc.post({"type": "job_done", "id": "e1", "count": "11"}))[0] == 202
+            (got,) = await recv.wait_for(1)
+            assert got.path == "/fine"
+            assert await proc.stop() == 0
+    (error,) = [
+        r for r in audit_records(tmp_path / "audit.jsonl") if r["kind"] == "automation.error"
+    ]
+    assert (error["event_id"], error["automation"]) == ("e1", "broken")
+    assert error["error"] == (
+        "condition 'count > `10`' failed: '>' not supported between instances of 'str' and 'int'"
+    )
+
+
+async def test_suppressed_firings_are_counted_on_metrics(tmp_path: Path) -> None:
+    async with receiver() as recv:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            RULES
+            + "automations:\n  - name: page\n    on: [job_done]\n"
+            + '    cooldown: {for: 1h, key: "{flow}"}\n'
+            + f'    actions: [{{webhook: {{url: "{recv.url}/page"}}}}]\n'
+        )
+        async with daemon(rules) as proc:
+            for n, flow in enumerate(("f1", "f1", "f1", "f2")):
+                assert (await proc.post({"type": "job_done", "id": f"e{n}", "flow": flow}))[
+                    0
+                ] == 202
+            await recv.wait_for(2)
+
+            async def counted() -> bool:
+                text = (await get_text(f"{proc.url}/metrics"))[1]
+                return 'automationd_automations_suppressed_total{automation="page"} 2.0' in text
+
+            await until(counted, within=10)
+            assert await proc.stop() == 0
