@@ -175,3 +175,51 @@ async def test_suppressed_firings_are_counted_on_metrics(tmp_path: Path) -> None
 
             await until(counted, within=10)
             assert await proc.stop() == 0
+
+
+async def test_a_reload_says_what_changed_and_what_needs_a_restart(tmp_path: Path) -> None:
+    """POST /reload's outcome (and the config.applied record): automations added, removed
+    and changed, and a new `server:` listed under restart_needed while the old one stays."""
+
+    def automation(name: str, url: str) -> str:
+        return f"  - {{name: {name}, on: [job_done], actions: [{{webhook: {{url: '{url}'}}}}]}}\n"
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        RULES
+        + "automations:\n"
+        + automation("kept", "http://127.0.0.1:9/k")
+        + automation("changed", "http://127.0.0.1:9/a")
+        + automation("removed", "http://127.0.0.1:9/r")
+    )
+    async with daemon(rules) as proc:
+        port = proc.url.rsplit(":", 1)[1]
+        rules.write_text(
+            RULES.replace('"127.0.0.1:0"', '"127.0.0.1:1"')  # another port: needs a restart
+            + "automations:\n"
+            + automation("kept", "http://127.0.0.1:9/k")
+            + automation("changed", "http://127.0.0.1:9/b")
+            + automation("added", "http://127.0.0.1:9/n")
+        )
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{proc.url}/reload") as response,
+        ):
+            assert response.status == 200
+            outcome = await response.json()
+        assert outcome["outcome"] == "applied"
+        assert outcome["changes"] == {
+            "automations_added": ["added"],
+            "automations_removed": ["removed"],
+            "automations_changed": ["changed"],
+            "sections_changed": [],
+            "restart_needed": ["server"],
+        }
+        # still listening where it was
+        assert (await get_text(f"http://127.0.0.1:{port}/healthz"))[0] == 200
+        assert await proc.stop() == 0
+    (applied,) = [
+        r for r in audit_records(tmp_path / "audit.jsonl") if r["kind"] == "config.applied"
+    ]
+    assert applied["restart_needed"] == ["server"]
+    assert applied["automations_removed"] == ["removed"]
