@@ -25,6 +25,8 @@ from aiohttp import web
 from tests.support import free_port
 
 STARTUP_SECONDS = 120.0
+"""How long the server may take to answer /health. test_prefect.py keeps pytest-timeout to
+the test functions (func_only), so this wait, not pytest-timeout, bounds the start-up."""
 
 
 @contextlib.contextmanager

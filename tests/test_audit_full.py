@@ -65,21 +65,21 @@ def file_size_limit(audit: Path) -> Iterator[Callable[[Daemon], Callable[[], Non
 @contextmanager
 def small_tmpfs(audit: Path) -> Iterator[Callable[[Daemon], Callable[[], None]]]:
     """A really full file system (ENOSPC): a 1 MiB tmpfs holding only the audit trail, filled
-    up by another file, which is deleted to make room. Needs root to mount."""
+    up by another file, which is deleted to make room. Needs root to mount: skipped unless
+    root; as root (as in CI) a refused mount is an error that says what mount said."""
     disk = audit.parent
     disk.mkdir()
-    mounted = (
-        os.geteuid() == 0
-        and shutil.which("mount") is not None
-        and subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
-            capture_output=True,
-            check=False,
-        ).returncode
-        == 0
-    )
-    if not mounted:
+    if os.geteuid() != 0:
         pytest.skip("needs root to mount a small tmpfs (the file size limit test runs anyway)")
+    command = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)]
+    if shutil.which("mount") is None:
+        pytest.fail("running as root, but there is no mount command to mount a small tmpfs")
+    mounted = subprocess.run(command, capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.fail(
+            f"running as root, yet `{' '.join(command)}` was refused "
+            f"(exit {mounted.returncode}): {mounted.stderr.strip()}"
+        )
     filler = disk / "filler"
 
     def fill(_: Daemon) -> Callable[[], None]:

@@ -9,15 +9,19 @@ import shutil
 import ssl
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.support import audit_records, daemon, free_port, receiver
+from tests.support import Received, audit_records, daemon, free_port, receiver
 
 
-def rules_for(tmp_path: Path, destination: str, extra: str = "", server: str = "") -> Path:
+def rules_for(
+    tmp_path: Path, destination: str, extra: str = "", server: str = "", more: str = ""
+) -> Path:
+    """Rules forwarding job_done events to `destination`/hook; `more` adds automations."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         f"""\
@@ -29,52 +33,122 @@ automations:
   - name: forward
     on: [job_done]
     actions: [{{webhook: {{url: "{destination}/hook"}}}}]
-"""
+{more}"""
     )
     return rules
 
 
+def same_key_for_each_repeat(
+    requests: list[Received], key_of: Callable[[Received], tuple[str, str]]
+) -> int:
+    """Check that every repeated delivery of an event carries the key its first delivery
+    carried, and that no two events share a key; the number of repeats."""
+    first: dict[str, str] = {}
+    repeats = 0
+    for request in requests:
+        event_id, key = key_of(request)
+        assert key, event_id
+        if event_id in first:
+            repeats += 1
+            assert key == first[event_id], f"{event_id}: a repeat with another key"
+        else:
+            first[event_id] = key
+    assert len(set(first.values())) == len(first)
+    return repeats
+
+
+def idempotency_key(request: Received) -> tuple[str, str]:
+    return request.headers["X-PREFECT-EVENT-ID"], request.headers["Idempotency-Key"]
+
+
+def dedup_key(request: Received) -> tuple[str, str]:
+    assert isinstance(request.body, dict)
+    payload = request.body["payload"]
+    return str(payload["custom_details"]["id"]), str(request.body["dedup_key"])
+
+
 async def test_every_accepted_event_is_delivered_after_kill_9(tmp_path: Path) -> None:
-    port = free_port()  # the destination is down while events arrive
-    rules = rules_for(tmp_path, f"http://127.0.0.1:{port}")
-    accepted: list[str] = []
-    async with daemon(rules) as proc:
+    """Every event with a 202 is delivered after a kill -9, and a delivery the kill cut short
+    is repeated with the key of the first: the same `Idempotency-Key` for a webhook, the same
+    `dedup_key` for PagerDuty. The `page` automation's destinations answer slowly before the
+    kill, so it finds deliveries in flight there (received, never answered)."""
+    port = free_port()  # the forward destination is down while events arrive
+    async with receiver() as live:
+        live.delay.update({"/v2/enqueue": 0.5, "/live": 0.5})
+        rules = rules_for(
+            tmp_path,
+            f"http://127.0.0.1:{port}",
+            extra=f'endpoints: {{pagerduty: "{live.url}"}}\n'
+            "delivery: {concurrency_per_destination: 8}",
+            more=f"""\
+  - name: page
+    on: [job_done]
+    actions:
+      - pagerduty: {{routing_key: R1}}
+      - webhook: {{url: "{live.url}/live"}}
+""",
+        )
+        accepted: list[str] = []
+        async with daemon(rules) as proc:
 
-        async def send(batch: int) -> None:
-            events = [{"type": "job_done", "id": f"job-{batch}-{i}"} for i in range(10)]
-            try:
-                status, answer = await proc.post(events)
-            except aiohttp.ClientError:
-                return  # the daemon died under this request: no 202, no promise
-            if status == 202:
-                assert isinstance(answer, dict)
-                accepted.extend(answer["accepted"])
+            async def send(batch: int) -> None:
+                events = [{"type": "job_done", "id": f"job-{batch}-{i}"} for i in range(10)]
+                try:
+                    status, answer = await proc.post(events)
+                except aiohttp.ClientError:
+                    return  # the daemon died under this request: no 202, no promise
+                if status == 202:
+                    assert isinstance(answer, dict)
+                    accepted.extend(answer["accepted"])
 
-        sending = [asyncio.create_task(send(b)) for b in range(40)]
-        async with asyncio.timeout(10):
-            while len(accepted) < 150:  # noqa: ASYNC110 - mid-load
-                await asyncio.sleep(0.005)
-        proc.process.kill()
-        await proc.process.wait()
-        await asyncio.gather(*sending)
-    assert len(accepted) >= 150
-    # the segments of the last second are still there (a kill cannot tear a write)
-    left = sum(
-        len(path.read_bytes().splitlines()) for path in (tmp_path / "state.db-events").glob("*.log")
-    )
-    async with receiver(port) as recv, daemon(rules) as proc:
-        async with asyncio.timeout(30):
-            while not set(accepted) <= {r.headers["X-PREFECT-EVENT-ID"] for r in recv.requests}:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-        assert await proc.stop() == 0
+            sending = [asyncio.create_task(send(b)) for b in range(40)]
+            async with asyncio.timeout(10):
+                # mid-load, with more than one destination's 8 deliveries in flight: both
+                while len(accepted) < 150 or live.in_flight <= 8:  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
+            proc.process.kill()
+            await proc.process.wait()
+            await asyncio.gather(*sending)
+        assert len(accepted) >= 150
+        live.delay.clear()  # those in flight still take their 0.5 s, then are recorded
+        # the segments of the last second are still there (a kill cannot tear a write)
+        left = sum(
+            len(path.read_bytes().splitlines())
+            for path in (tmp_path / "state.db-events").glob("*.log")
+        )
+
+        def all_delivered() -> bool:
+            return (
+                live.in_flight == 0
+                and set(accepted) <= {idempotency_key(r)[0] for r in recv.requests}
+                and set(accepted)
+                <= {idempotency_key(r)[0] for r in live.requests if r.path == "/live"}
+                and set(accepted)
+                <= {dedup_key(r)[0] for r in live.requests if r.path == "/v2/enqueue"}
+            )
+
+        async with receiver(port) as recv, daemon(rules) as proc:
+            async with asyncio.timeout(30):
+                while not all_delivered():  # noqa: ASYNC110 - polling the receivers
+                    await asyncio.sleep(0.05)
+            assert await proc.stop() == 0
     if left:
         assert any(f"recovered {left} events" in line for line in proc.log)
     assert not list((tmp_path / "state.db-events").glob("*.log"))
     delivered = [r.headers["X-PREFECT-EVENT-ID"] for r in recv.requests]
-    duplicates = len(delivered) - len(set(delivered))
+    # whether the kill cut any delivery short is timing; each repeat that happened is checked
+    repeats = {
+        "forward webhook": same_key_for_each_repeat(recv.requests, idempotency_key),
+        "page webhook": same_key_for_each_repeat(
+            [r for r in live.requests if r.path == "/live"], idempotency_key
+        ),
+        "page pagerduty": same_key_for_each_repeat(
+            [r for r in live.requests if r.path == "/v2/enqueue"], dedup_key
+        ),
+    }
     print(
         f"\n{len(accepted)} events got 202 before kill -9 ({left} in segments); "
-        f"all {len(set(accepted))} delivered, {duplicates} twice"
+        f"all {len(set(accepted))} delivered; repeats, each with the first's key: {repeats}"
     )
     assert set(accepted) <= set(delivered)
     resumed = [r for r in audit_records(tmp_path / "audit.jsonl") if r["kind"] == "event.resumed"]
@@ -286,22 +360,28 @@ async def test_a_flooded_queue_answers_429(tmp_path: Path) -> None:
             assert await proc.stop() == 0
 
 
-def small_tmpfs(path: Path) -> bool:
+def small_tmpfs(path: Path) -> None:
+    """Mount a 2 MiB tmpfs on `path` (made here). Skipped unless root; as root (as in CI) a
+    refused mount is an error that says what mount said, never a quiet skip."""
     path.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)],
-        capture_output=True,
-        check=False,
-    )
-    return result.returncode == 0
+    if os.geteuid() != 0:
+        pytest.skip(
+            "needs root to mount a small tmpfs (as root, permissions cannot make a path unwritable)"
+        )
+    command = ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)]
+    if shutil.which("mount") is None:
+        pytest.fail("running as root, but there is no mount command to mount a small tmpfs")
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.fail(
+            f"running as root, yet `{' '.join(command)}` was refused "
+            f"(exit {result.returncode}): {result.stderr.strip()}"
+        )
 
 
 async def test_an_unwritable_journal_answers_503_never_202(tmp_path: Path) -> None:
     disk = tmp_path / "disk"
-    if os.geteuid() != 0 or shutil.which("mount") is None or not small_tmpfs(disk):
-        pytest.skip(
-            "needs root to mount a small tmpfs (as root, permissions cannot make a path unwritable)"
-        )
+    small_tmpfs(disk)
     try:
         async with receiver() as recv:
             rules = rules_for(
@@ -394,8 +474,8 @@ async def test_dead_letters_are_listed_and_retried(tmp_path: Path) -> None:
 
 
 async def test_tls(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed to make a test certificate")
+    if shutil.which("openssl") is None:  # .ci/run installs it
+        pytest.fail("openssl is not installed to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     await asyncio.to_thread(
         subprocess.run,

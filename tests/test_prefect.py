@@ -34,6 +34,11 @@ from automationd.prefect_events import flow_run_event
 from tests.prefect_server import TcpProxy, losing_proxy, prefect_server
 from tests.support import Daemon, audit_records, daemon, receiver, until
 
+# The per-test timeout (pyproject's, 120 s) times the test functions only: the server's
+# start-up, paid by the first test's setup, has its own wait (STARTUP_SECONDS, 120 s), which
+# it could never reach inside the 120 s; a server that does not start fails with its log.
+pytestmark = pytest.mark.timeout(func_only=True)
+
 
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
