@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,8 +66,26 @@ def test_version_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_run_reads_the_config_path_from_the_environment(tmp_path: Path) -> None:
-    missing = tmp_path / "nope.yaml"
-    assert main(["run"], environ={"AUTOMATIOND_CONFIG": str(missing)}) == 1
+    """The file the variable names is the one read: its own problem, at its path, is the
+    refusal. The default ./rules.yaml does not exist in the working directory, so a daemon
+    that ignored the variable would name that file instead."""
+    named = tmp_path / "from-env.yaml"
+    named.write_text("version: 1\nautomations: []\nbogus: 1\n")
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "automationd", "run"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=workdir,
+        env={**os.environ, "AUTOMATIOND_CONFIG": str(named)},
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"{named}:3:1: bogus: unknown key 'bogus'" in result.stderr
+    assert f"not starting: {named} has 1 problem(s)" in result.stderr
+    assert "rules.yaml" not in result.stderr.replace(str(named), "")
 
 
 def test_receive_refuses_a_bad_listen_address() -> None:

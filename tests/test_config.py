@@ -349,12 +349,58 @@ def _replace(value: object, path: tuple[str | int, ...], new: object) -> object:
     return copy
 
 
+WRONG_VALUES: list[object] = [None, 0, -1, 1.5, "", "x{", True, [], [None], {}, {"x": None}]
+_SCALARS: list[object] = [None, 0, -1, 1.5, "", "x{", True]
+_MATCH_VALUE = [*_SCALARS, [None]]  # a match compares to any scalar, or a non-empty list of them
+_PAYLOAD = [w for w in WRONG_VALUES if w != "x{"]  # any JSON whose strings are good templates
+STILL_VALID: dict[tuple[str | int, ...], list[object]] = {
+    # each mutation of GOOD (a path set to one of WRONG_VALUES) the rules still accept
+    ("server",): [{}],
+    ("audit",): [{}],
+    ("audit", "path"): ["x{"],
+    ("event_types",): [{}],
+    ("event_types", "deploy_finished"): [{}],
+    ("event_types", "deploy_finished", "message"): [""],
+    ("automations",): [[]],
+    ("automations", 0, "name"): ["x{"],
+    ("automations", 0, "on"): ["x{"],
+    ("automations", 0, "on", 0): ["x{"],
+    ("automations", 0, "match"): [{}],
+    ("automations", 0, "match", "state"): _MATCH_VALUE,
+    ("automations", 0, "match", "state", 0): _SCALARS,
+    ("automations", 0, "match", "state", 1): _SCALARS,
+    ("automations", 0, "match", "flow_name"): _MATCH_VALUE,
+    ("automations", 0, "actions", 0, "webhook", "payload"): _PAYLOAD,
+    ("automations", 0, "actions", 0, "webhook", "payload", "text"): _PAYLOAD,
+    ("automations", 0, "actions", 0, "webhook", "payload", "link"): _PAYLOAD,
+    ("automations", 0, "actions", 0, "webhook", "headers"): [{}],
+    ("automations", 0, "actions", 0, "webhook", "headers", "X-Run"): [""],
+    ("automations", 0, "actions", 0, "webhook", "timeout"): [1.5],
+    ("automations", 1, "name"): ["x{"],
+    ("automations", 1, "on"): ["x{"],
+    ("automations", 1, "enabled"): [True],
+    ("automations", 2, "name"): ["x{"],
+    ("automations", 2, "on"): ["x{"],
+    ("automations", 2, "on", 0): ["x{"],
+    ("automations", 2, "match"): [{}, {"x": None}],  # ci_job is undeclared: any attribute
+    ("automations", 2, "match", "labels.env"): _MATCH_VALUE,
+    ("automations", 2, "actions", 0, "webhook", "payload"): _PAYLOAD,
+    ("automations", 2, "actions", 0, "webhook", "payload", "env"): _PAYLOAD,
+    ("automations", 3, "name"): ["x{"],
+    ("automations", 3, "on"): ["x{"],
+    ("automations", 3, "on", 0): ["x{"],
+    ("automations", 3, "actions", 0, "webhook", "payload"): _PAYLOAD,
+    ("automations", 3, "actions", 0, "webhook", "payload", "any"): _PAYLOAD,
+}
+
+
 def test_any_wrong_value_anywhere_is_a_config_error_never_a_crash() -> None:
     good = yamldoc.load(textwrap.dedent(GOOD)).data
     parse_config(json.dumps(good).encode(), SOURCE)  # the unchanged file is valid
+    accepted: dict[tuple[str | int, ...], list[object]] = {}
     rejected = 0
     for path in _paths(good):
-        for wrong in (None, 0, -1, 1.5, "", "x{", True, [], [None], {}, {"x": None}):
+        for wrong in WRONG_VALUES:
             text = json.dumps(_replace(good, path, wrong))
             found: list[yamldoc.Problem] = []
             try:
@@ -362,9 +408,13 @@ def test_any_wrong_value_anywhere_is_a_config_error_never_a_crash() -> None:
             except ConfigError as exc:
                 found = exc.problems
                 rejected += 1
+            else:
+                accepted.setdefault(path, []).append(wrong)
             assert all(p.position is not None for p in found), found
-    # Most mutations break the file (and were reported, located); some are still valid.
-    assert 400 < rejected < 715
+    # Every mutation breaks the file (reported, located) except the ones still valid.
+    assert accepted == STILL_VALID
+    still_valid = sum(len(values) for values in STILL_VALID.values())
+    assert rejected == len(_paths(good)) * len(WRONG_VALUES) - still_valid == 582
 
 
 def test_templates_of_every_notification_kind_are_checked() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import aiohttp
@@ -70,10 +69,17 @@ async def test_a_late_run_fires_its_sla_through_an_automation(tmp_path: Path) ->
         listing = await get_json(f"{proc.url}/slas")
         assert isinstance(listing, dict)
         assert listing["flow_deadlines"] == []
+        # No agent ever beats, so the agent SLA fails too, once, one window (1s) after the
+        # start; waiting for it (up to a deadline) makes the count below exact, not luck.
+        await recv.wait_for_path("/agents", within=15)
         assert await proc.stop() == 0
-    kinds = [r["kind"] for r in audit_records(tmp_path / "audit.jsonl")]
-    assert kinds.count("sla.armed") == 1
-    assert kinds.count("sla.fired") >= 1  # the flow SLA (the agent SLA may fail too: no agents)
+    records = audit_records(tmp_path / "audit.jsonl")
+    assert [r["kind"] for r in records].count("sla.armed") == 1
+    fired = [r for r in records if r["kind"] == "sla.fired"]
+    flow = [(r["sla"], r["flow_run_id"]) for r in fired if "sla" in r]
+    agents = [r["agent_config_id"] for r in fired if "agent_config_id" in r]
+    assert (flow, agents, len(fired)) == ([("nightly-start", "run-42")], ["prod"], 2)
+    assert [r.path for r in recv.requests].count("/late") == 1
 
 
 async def test_a_run_that_starts_in_time_fires_nothing(tmp_path: Path) -> None:
@@ -121,9 +127,14 @@ async def test_agents_going_quiet_and_coming_back(tmp_path: Path) -> None:
         assert isinstance(recovered.body, dict)
         assert recovered.body["type"] == "agent_sla_recovered"
         assert recovered.body["healthy_agent_ids"] == ["a1"]
+        # a1 beats no more: one window later the SLA fails again, once, and then stays
+        # failing; waiting for that failure (up to a deadline) makes the counts exact
+        await recv.wait_for_path("/agents", 3, within=15)
         assert await proc.stop() == 0
-    bodies = [json.dumps(r.body) for r in recv.requests]
-    assert sum("agent_sla_failure" in b for b in bodies) >= 1
+    types = [r.body["type"] for r in recv.requests if isinstance(r.body, dict)]
+    assert types == ["agent_sla_failure", "agent_sla_recovered", "agent_sla_failure"]
+    kinds = [r["kind"] for r in audit_records(tmp_path / "audit.jsonl") if r.get("agent_config_id")]
+    assert kinds == ["sla.fired", "sla.recovered", "sla.fired"]
 
 
 async def test_reloads_rearm_changed_and_disarm_removed_slas(tmp_path: Path) -> None:

@@ -67,6 +67,17 @@ def test_every_reason_and_every_rendered_action(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (answer,) = json.loads(result.stdout)
     verdicts = {v["automation"]: v for v in answer["automations"]}
+    # every automation has its verdict, in the file's order, and only `everything` fires
+    assert [(v["automation"], v["fires"]) for v in answer["automations"]] == [
+        ("off", False),
+        ("deploys", False),
+        ("crashed-only", False),
+        ("prod-only", False),
+        ("needs-number", False),
+        ("broken-condition", False),
+        ("everything", True),
+    ]
+    assert "reason" not in verdicts["everything"]
     assert verdicts["off"]["reason"] == "disabled (enabled: false)"
     assert verdicts["deploys"]["reason"] == 'type "flow_run_state_change" is not in on: ["deploy"]'
     assert (

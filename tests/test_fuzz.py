@@ -13,8 +13,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from automationd import yamldoc
 from automationd.config import ConfigError, parse_config
-from automationd.events import EventError, EventTypeResolver, normalise, parse_json, split_batch
+from automationd.events import (
+    EventError,
+    EventTypeResolver,
+    format_timestamp,
+    normalise,
+    parse_json,
+    parse_timestamp,
+    split_batch,
+)
 from automationd.templating import Template, TemplateError, compile_json, render_json
 from tests.support import daemon, receiver
 
@@ -76,12 +85,26 @@ def test_any_event_normalises_or_is_an_event_error(raw: object, event_type: str 
         items, _ = split_batch(raw)
         events = [normalise(item, EventTypeResolver(), NOW) for item in items]
     except EventError as exc:
-        events, problem = [], exc.message
+        problem: str | None = exc.message
     else:
-        problem = "none"
-    assert problem
-    for event in events:
+        problem = None
+    if problem is not None:
+        assert problem  # a refusal says why
+        return
+    # Accepted: one event per item sent, each keeping what it was sent, defaults filled in.
+    assert len(events) == (len(raw) if isinstance(raw, list) else 1)
+    for item, event in zip(items, events, strict=True):
+        assert isinstance(item, dict)
         json.dumps(event, ensure_ascii=False).encode("utf-8")  # the audit can write it
+        for name, value in item.items():
+            if name != "timestamp" and value is not None:
+                assert event[name] == value, name
+        assert event["type"] == item["type"]
+        assert isinstance(event["id"], str)
+        assert event["id"]
+        stamp = item.get("timestamp")
+        expected = NOW if stamp is None else parse_timestamp(str(stamp))
+        assert event["timestamp"] == format_timestamp(expected)
         assert isinstance(event["message"], str)
 
 
@@ -148,17 +171,37 @@ def yaml_documents(draw: st.DrawFn, depth: int = 0) -> str:
     return "\n".join(line for line in lines if line)
 
 
+@st.composite
+def rules_documents(draw: st.DrawFn) -> str:
+    """Near-valid rules (a version, automations, maybe more keys): some load, so the
+    success path below is taken too."""
+    names = draw(st.lists(st.sampled_from(["a", "b", "''", "'{id}'", "1", "null"]), max_size=3))
+    lines = [f"version: {draw(st.just('1') | yaml_scalars)}"]
+    lines.append("automations:" if names else "automations: []")
+    for name in names:
+        lines.append(f"  - {{name: {name}, on: [x], actions: [{{webhook: {{url: 'http://h/'}}}}]}}")
+    if draw(st.booleans()):
+        lines.append(draw(yaml_documents()))
+    return "\n".join(lines) + "\n"
+
+
 @SETTINGS
-@given(st.one_of(yaml_documents(), st.text(max_size=200)))
+@given(st.one_of(yaml_documents(), rules_documents(), st.text(max_size=200)))
 def test_any_rules_text_loads_or_is_a_config_error(text: str) -> None:
     try:
-        parse_config(text.encode(), Path("/r.yaml"))
+        config = parse_config(text.encode(), Path("/r.yaml"))
     except ConfigError as exc:
         lines = exc.lines()
-    else:
-        lines = ["/r.yaml: valid"]
-    assert lines
-    assert all(line.startswith("/r.yaml") for line in lines)
+        assert lines
+        assert all(line.startswith("/r.yaml") for line in lines)
+        return
+    # Accepted: only a document of version 1 whose automations are the ones loaded.
+    doc = yamldoc.load(text).data
+    assert isinstance(doc, dict)
+    assert doc["version"] == 1
+    automations = doc.get("automations") or []
+    assert isinstance(automations, list)
+    assert [a.name for a in config.automations] == [a["name"] for a in automations]
 
 
 FUZZ_SECONDS = 90

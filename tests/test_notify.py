@@ -254,6 +254,8 @@ async def test_webhook_retries_only_what_can_succeed(
     assert outcome["kind"] == final
     assert outcome["attempts"] == tries
     assert [a["attempt"] for a in attempts(tmp_path)] == list(range(1, tries + 1))
+    # one wait before each retry, none after the last try
+    assert len(delays) == tries - 1
     # equal jitter: the n-th wait lies between half and all of min(max, initial * 2^(n-1))
     for n, delay in enumerate(delays, start=1):
         base = min(3.0, 1.0 * 2 ** (n - 1))
