@@ -323,3 +323,11 @@ def audit_records(path: Path) -> list[dict[str, object]]:
         assert isinstance(record, dict)
         records.append(record)
     return records
+
+
+def interruptible() -> None:
+    """preexec_fn for a child a test stops with SIGINT (as Ctrl-C would): a suite started in
+    the background (`cmd &` in a script) runs with SIGINT ignored, which children inherit, and
+    Python then never raises KeyboardInterrupt. Give the child the default, as a terminal
+    would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import audit_records, daemon, receiver
+from tests.support import audit_records, daemon, interruptible, receiver
 
 
 def audit(*args: str) -> subprocess.CompletedProcess[str]:
@@ -121,6 +121,7 @@ async def test_follow_survives_rotation(tmp_path: Path) -> None:
         "--follow",
         "--json",
         stdout=asyncio.subprocess.PIPE,
+        preexec_fn=interruptible,
     )
     assert follower.stdout is not None
     try:

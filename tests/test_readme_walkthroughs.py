@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 
 from tests.recipes import README, ROOT
-from tests.support import LISTENING, daemon, receiver, until
+from tests.support import LISTENING, daemon, interruptible, receiver, until
 
 ANALYZE = shutil.which("systemd-analyze")
 UNIT = ROOT / "systemd" / "automationd.service"
@@ -293,6 +293,7 @@ async def following(command: str, cwd: Path, env: dict[str, str]) -> AsyncIterat
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, **env},
         start_new_session=True,
+        preexec_fn=interruptible,
     )
     assert shell.stdout is not None
     printed: list[str] = []
