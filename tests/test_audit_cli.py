@@ -139,7 +139,12 @@ async def test_follow_survives_rotation(tmp_path: Path) -> None:
         )
     finally:
         follower.send_signal(signal.SIGINT)
-        await asyncio.wait_for(follower.wait(), 10)
+        try:
+            await asyncio.wait_for(follower.wait(), 10)
+        except TimeoutError:  # fail, but leave no follower running behind the test
+            follower.kill()
+            await follower.wait()
+            raise
 
 
 async def test_event_takes_a_unique_id_prefix_and_lists_the_candidates_of_an_ambiguous_one(
