@@ -7,8 +7,10 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import ssl
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -331,3 +334,21 @@ def interruptible() -> None:
     Python then never raises KeyboardInterrupt. Give the child the default, as a terminal
     would."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def mount_small_tmpfs(path: Path, size: str, why_root: str) -> None:
+    """Mount a tmpfs of `size` on `path` (made here): a really full file system. Skipped
+    unless root (`why_root` says what root is needed for); as root (as in CI) a refused mount
+    is an error that says what mount said, never a quiet skip."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip(f"needs root to mount a small tmpfs ({why_root})")
+    command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+    if shutil.which("mount") is None:
+        pytest.fail("running as root, but there is no mount command to mount a small tmpfs")
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.fail(
+            f"running as root, yet `{' '.join(command)}` was refused "
+            f"(exit {result.returncode}): {result.stderr.strip()}"
+        )

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import pytest
 
 from automationd import audit as audit_module
 from automationd.audit import AuditLog, AuditUnwritable
-from tests.support import Daemon, audit_records, daemon, receiver, until
+from tests.support import Daemon, audit_records, daemon, mount_small_tmpfs, receiver, until
 
 RULES = """\
 version: 1
@@ -68,18 +67,7 @@ def small_tmpfs(audit: Path) -> Iterator[Callable[[Daemon], Callable[[], None]]]
     up by another file, which is deleted to make room. Needs root to mount: skipped unless
     root; as root (as in CI) a refused mount is an error that says what mount said."""
     disk = audit.parent
-    disk.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small tmpfs (the file size limit test runs anyway)")
-    command = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)]
-    if shutil.which("mount") is None:
-        pytest.fail("running as root, but there is no mount command to mount a small tmpfs")
-    mounted = subprocess.run(command, capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.fail(
-            f"running as root, yet `{' '.join(command)}` was refused "
-            f"(exit {mounted.returncode}): {mounted.stderr.strip()}"
-        )
+    mount_small_tmpfs(disk, "1m", "the file size limit test runs anyway")
     filler = disk / "filler"
 
     def fill(_: Daemon) -> Callable[[], None]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import ssl
 import subprocess
@@ -15,7 +14,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support import Received, audit_records, daemon, free_port, receiver
+from tests.support import (
+    Received,
+    audit_records,
+    daemon,
+    free_port,
+    mount_small_tmpfs,
+    receiver,
+)
 
 
 def rules_for(
@@ -361,22 +367,8 @@ async def test_a_flooded_queue_answers_429(tmp_path: Path) -> None:
 
 
 def small_tmpfs(path: Path) -> None:
-    """Mount a 2 MiB tmpfs on `path` (made here). Skipped unless root; as root (as in CI) a
-    refused mount is an error that says what mount said, never a quiet skip."""
-    path.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip(
-            "needs root to mount a small tmpfs (as root, permissions cannot make a path unwritable)"
-        )
-    command = ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)]
-    if shutil.which("mount") is None:
-        pytest.fail("running as root, but there is no mount command to mount a small tmpfs")
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.fail(
-            f"running as root, yet `{' '.join(command)}` was refused "
-            f"(exit {result.returncode}): {result.stderr.strip()}"
-        )
+    """A 2 MiB tmpfs on `path`, for a journal that cannot be written."""
+    mount_small_tmpfs(path, "2m", "as root, permissions cannot make a path unwritable")
 
 
 async def test_an_unwritable_journal_answers_503_never_202(tmp_path: Path) -> None:
