@@ -42,6 +42,9 @@ class Receiver:
     delay: dict[str, float] = field(default_factory=dict)
     replies: dict[str, list[tuple[int, str, dict[str, str]]]] = field(default_factory=dict)
     """Per path, answers (status, text body, headers) to give in turn, before `status`."""
+    check: Callable[[web.Request, bytes], tuple[int, str, dict[str, str]] | None] | None = None
+    """Asked about each request (with its raw body) once it is recorded: an answer it gives
+    is sent instead of `replies` and `status` (tests/standins.py plays services with it)."""
     in_flight: int = 0
     most_in_flight: int = 0
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -65,6 +68,9 @@ class Receiver:
         async with self._arrived:
             self.requests.append(Received(request.path, dict(request.headers), body))
             self._arrived.notify_all()
+        if self.check is not None and (answer := self.check(request, raw)) is not None:
+            status, text, headers = answer
+            return web.Response(status=status, text=text, headers=headers)
         queued = self.replies.get(request.path)
         if queued:
             status, text, headers = queued.pop(0)

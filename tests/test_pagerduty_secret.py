@@ -8,18 +8,21 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.standins import PagerDuty, play
 from tests.support import audit_records, daemon, receiver, run_cli
 
-ROUTING_KEY = "R0UTINGkeyVALUE0123456789abcdef"
+ROUTING_KEY = "R0UTINGkeyVALUE0123456789abcdefg"
+"""32 characters, as PagerDuty's integration keys are (its stand-in refuses any other)."""
 
 
 async def test_the_routing_key_secret_is_sent_and_shown_nowhere(tmp_path: Path) -> None:
+    """The secret's value goes to PagerDuty as `routing_key`, in an event the PagerDuty
+    stand-in checks, and is in none of the audit, the log, GET /rules, /explain or `test`."""
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     (credentials / "pagerduty").write_text(ROUTING_KEY + "\n")
-    accepted = '{"status":"success","message":"Event processed","dedup_key":"x"}'
     async with receiver() as recv:
-        recv.replies["/v2/enqueue"] = [(202, accepted, {})]
+        pagerduty = play(recv, PagerDuty())
         rules = tmp_path / "rules.yaml"
         rules.write_text(
             f"""\
@@ -50,6 +53,7 @@ automations:
             ):
                 explained = await response.text()
             assert await proc.stop() == 0
+    assert pagerduty.malformed == []
     assert request.path == "/v2/enqueue"
     assert isinstance(request.body, dict)
     assert request.body["routing_key"] == ROUTING_KEY
