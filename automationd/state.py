@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,11 +129,17 @@ class StateStore:
 
     @property
     def healthy(self) -> bool:
-        """Whether the store is open and answers (GET /readyz)."""
+        """Whether the store is open and takes a write (GET /readyz's `state_writable`): one
+        small row is rewritten, since a full disk, a read-only file system or an I/O error
+        refuses writes while reads still answer."""
         if self._db is None:
             return False
         try:
-            self._db.execute("SELECT 1").fetchone()
+            self._db.execute(
+                "INSERT INTO flags (name, value) VALUES ('readyz.probe', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (repr(time.time()),),
+            )
         except sqlite3.Error:
             return False
         return True
