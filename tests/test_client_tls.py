@@ -15,7 +15,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.support import audit_records, daemon, receiver, run_cli, until
+from tests.standins import PagerDuty, StandIns, play
+from tests.support import Receiver, audit_records, daemon, receiver, run_cli, until
+
+ROUTING_KEY = "R1" + "0" * 30
+"""A PagerDuty integration key: 32 characters, as the Events API requires."""
 
 
 def _name(common_name: str) -> x509.Name:
@@ -87,10 +91,26 @@ def private_ca(directory: Path) -> ssl.SSLContext:
     return context
 
 
+def play_pagerduty_beside_webhooks(recv: Receiver) -> StandIns:
+    """Make `recv` play PagerDuty's Events API (checked by the stand-in) on the paths it
+    serves, while every other path (webhooks, Prefect) keeps the Receiver's usual answers."""
+    pagerduty = PagerDuty()
+    stand_in = play(recv, pagerduty)
+    recv.check = lambda request, raw: (
+        stand_in.answer(request, raw) if pagerduty.serves(request.path) else None
+    )
+    return stand_in
+
+
 async def test_private_ca_trusted_per_action_endpoint_and_prefect(tmp_path: Path) -> None:
+    """An HTTPS receiver whose certificate a private CA signed: a webhook without `tls` fails
+    verification (dead-lettered); `tls: {ca_file}` per action, under `endpoints` (PagerDuty,
+    its event well-formed by the stand-in's checks) and under `prefect` is trusted;
+    `insecure: true` goes through and is warned about at start and at each reload."""
     server_tls = private_ca(tmp_path)
     async with receiver(ssl_context=server_tls) as recv:
         assert recv.url.startswith("https://127.0.0.1:")
+        pagerduty = play_pagerduty_beside_webhooks(recv)
         rules = tmp_path / "rules.yaml"
         rules.write_text(
             f"""\
@@ -107,7 +127,7 @@ automations:
     on: [trusted]
     actions:
       - webhook: {{url: "{recv.url}/trusted", tls: {{ca_file: ca.pem}}}}
-      - pagerduty: {{routing_key: R1}}
+      - pagerduty: {{routing_key: {ROUTING_KEY}}}
       - pause_schedule: {{flow_group_id: d-1}}
   - name: anything-goes
     on: [insecure]
@@ -163,9 +183,15 @@ automations:
         "/trusted",
         "/v2/enqueue",
     ]
+    assert pagerduty.malformed == []
+    (event,) = [r.body for r in recv.requests if r.path == "/v2/enqueue"]
+    assert isinstance(event, dict)
+    assert event["routing_key"] == ROUTING_KEY
 
 
 async def test_bad_tls_settings_are_check_errors_at_their_place(tmp_path: Path) -> None:
+    """`automationd check` reports each bad `tls` setting (a missing CA file, one holding no
+    PEM certificate, `ca_file` with `insecure`) at its line and column."""
     private_ca(tmp_path)
     (tmp_path / "not-pem.txt").write_text("this is not a certificate\n")
     (tmp_path / "empty.pem").write_text("")

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.standins import Twilio, play
 from tests.support import (
     Mailbox,
     audit_records,
@@ -199,12 +200,12 @@ async def test_a_retry_after_longer_than_an_hour_is_cut_to_an_hour(tmp_path: Pat
 async def test_twilio_bodies_are_cut_to_1600_characters(tmp_path: Path) -> None:
     """A message of 1,600 characters reaches Twilio whole; one of 2,000 arrives as 1,600: its
     first 1,599 and an ellipsis (`é` is two bytes in UTF-8: characters are counted, not
-    bytes)."""
-    path = "/2010-04-01/Accounts/AC1/Messages.json"
+    bytes). Both go to the Twilio stand-in, which checks the Messages API's wire format
+    (form-encoded, Basic auth, `To`, sender, `Body` of at most 1,600 characters)."""
     exact = "é" * 1600
     longer = "é" * 1000 + "x" * 1000
     async with receiver() as recv:
-        recv.status[path] = 201
+        twilio = play(recv, Twilio("AC1", "tw"))
         rules = tmp_path / "rules.yaml"
         rules.write_text(
             HEAD
@@ -225,6 +226,7 @@ async def test_twilio_bodies_are_cut_to_1600_characters(tmp_path: Path) -> None:
     assert first.body["Body"] == exact
     assert second.body["Body"] == longer[:1599] + "…"
     assert len(second.body["Body"]) == 1600
+    assert twilio.malformed == []
     outcomes = [(r["event_id"], r["kind"], r["status"]) for r in records(tmp_path, *OUTCOMES)]
     assert outcomes == [("exact", "action.succeeded", 201), ("long", "action.succeeded", 201)]
 
