@@ -199,6 +199,8 @@ class PrefectSubscription:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever broke, the stream is tried again
+                if self.state == "connected":
+                    failures = 0  # it was up: this outage backs off from the first step
                 failures += 1
                 error, self.error = self.error, str(exc) or type(exc).__name__
                 expected = (
@@ -217,7 +219,8 @@ class PrefectSubscription:
             self.state = "disconnected"
             self.connected_since = None
             self.reconnects += 1
-            base = min(LONGEST_BACKOFF, FIRST_BACKOFF * 2.0 ** max(0, failures - 1))
+            # the exponent stops growing past the cap (2.0 ** 1024 would overflow)
+            base = min(LONGEST_BACKOFF, FIRST_BACKOFF * 2.0 ** min(max(0, failures - 1), 16))
             await asyncio.sleep(base / 2 + self.rng.uniform(0, base / 2))
 
     async def _subscribe_once(self) -> None:

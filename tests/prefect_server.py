@@ -88,8 +88,12 @@ class TcpProxy:
 
     upstream: tuple[str, int]
     refusing: bool = False
+    refuse_with: bytes = b""
+    """What a refused connection is answered before it is closed; b"": dropped at once."""
     url: str = ""
     connections: int = 0
+    attempts: list[float] = field(default_factory=list)
+    """When each connection was accepted (time.monotonic()), refused ones included."""
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     _server: asyncio.Server | None = None
 
@@ -111,7 +115,14 @@ class TcpProxy:
         self._writers.clear()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.attempts.append(time.monotonic())
         if self.refusing:
+            if self.refuse_with:
+                with contextlib.suppress(OSError):
+                    writer.write(self.refuse_with)
+                    await writer.drain()
+                    writer.close()
+                    await writer.wait_closed()
             writer.transport.abort()
             return
         self.connections += 1
@@ -131,19 +142,32 @@ class TcpProxy:
 
 @dataclass
 class LosingProxy:
-    """An HTTP forwarder that passes every request on to the upstream API but, for the first
-    `lose` requests whose path ends with `suffix`, throws Prefect's answer away and answers
-    502 instead: the daemon sees a failure although Prefect did the work."""
+    """An HTTP and websocket forwarder to the upstream API that records what passes: each
+    request's method, path and Authorization header (`requests`) and the messages the client
+    sends over a websocket (`sent`). For the first `lose` requests whose path ends with
+    `suffix` it throws Prefect's answer away and answers 502 instead: the daemon sees a
+    failure although Prefect did the work. `cut()` closes the open websockets."""
 
     upstream: str
     suffix: str
     lose: int = 1
     url: str = ""
     seen: list[str] = field(default_factory=list)
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
+    _sockets: set[web.WebSocketResponse] = field(default_factory=set)
 
-    async def handle(self, request: web.Request) -> web.Response:
+    def _forwarded(self, request: web.Request) -> dict[str, str]:
+        self.requests.append((request.method, request.path, request.headers.get("Authorization")))
+        authorization = request.headers.get("Authorization")
+        return {"Authorization": authorization} if authorization is not None else {}
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._websocket(request)
+        headers = self._forwarded(request)
         body = await request.read()
-        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+        headers["Content-Type"] = request.headers.get("Content-Type", "application/json")
         async with (
             aiohttp.ClientSession() as session,
             session.request(
@@ -158,10 +182,50 @@ class LosingProxy:
             return web.Response(status=502, text="lost on the way back")
         return web.Response(status=status, text=text, content_type="application/json")
 
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        headers = self._forwarded(request)
+        offered = request.headers.get("Sec-WebSocket-Protocol", "")
+        protocols = tuple(p.strip() for p in offered.split(",") if p.strip())
+        downstream = web.WebSocketResponse(protocols=protocols)
+        await downstream.prepare(request)
+        self._sockets.add(downstream)
+        target = self.upstream.replace("http", "ws", 1) + request.path_qs
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.ws_connect(target, protocols=protocols, headers=headers) as upstream,
+            ):
+
+                async def client_to_server() -> None:
+                    async for message in downstream:
+                        if message.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        self.sent.append(message.data)
+                        await upstream.send_str(message.data)
+                    await upstream.close()
+
+                async def server_to_client() -> None:
+                    async for message in upstream:
+                        if message.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        await downstream.send_str(message.data)
+                    await downstream.close()
+
+                await asyncio.gather(client_to_server(), server_to_client())
+        finally:
+            self._sockets.discard(downstream)
+        return downstream
+
+    async def cut(self) -> None:
+        """Close every open websocket, as a server going away does."""
+        for socket in list(self._sockets):
+            await socket.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+
 
 @contextlib.asynccontextmanager
-async def losing_proxy(upstream: str, suffix: str) -> AsyncIterator[LosingProxy]:
-    proxy = LosingProxy(upstream.removesuffix("/api"), suffix)
+async def losing_proxy(upstream: str, suffix: str, lose: int = 1) -> AsyncIterator[LosingProxy]:
+    """A LosingProxy to the API at `upstream` (ending in /api) on a loopback port."""
+    proxy = LosingProxy(upstream.removesuffix("/api"), suffix, lose)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     runner = web.AppRunner(app, access_log=None)

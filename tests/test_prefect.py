@@ -9,12 +9,16 @@ runs too, as they would on a shared server, and must only act on their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import random
 import tempfile
 import textwrap
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +31,13 @@ os.environ.setdefault(
 )
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
+from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.states import Failed, Running, Scheduled
 
-from automationd.prefect_events import flow_run_event
+from automationd import prefect_events as subscription_module
+from automationd.actions import PrefectSettings
+from automationd.prefect_events import PrefectSubscription, flow_run_event
 from tests.prefect_server import TcpProxy, losing_proxy, prefect_server
 from tests.support import Daemon, audit_records, daemon, receiver, until
 
@@ -581,3 +588,323 @@ def test_a_prefect_event_without_deployment_or_tags_gives_empty_values() -> None
     assert (event["work_pool_name"], event["work_queue_name"]) == ("", "")
     raw["related"] = []
     assert flow_run_event(raw, None)["tags"] == []  # type: ignore[index]
+
+
+async def test_the_api_key_goes_as_a_bearer_token_on_every_request_and_nowhere_else(
+    tmp_path: Path, prefect_api: str, prefect: PrefectClient
+) -> None:
+    """`api_key_secret` is sent as `Authorization: Bearer <key>` on every request to Prefect:
+    the orchestrator actions, the subscription's websocket (whose `auth` message carries the
+    key too), the read of a scheduled run and the catch-up after a reconnection; the key
+    is in neither the audit trail nor the daemon's log."""
+    name, _, deployment_id = await a_deployment(prefect)
+    key = f"pnu_{uuid.uuid4().hex}"
+    async with losing_proxy(prefect_api, "", lose=0) as proxy:
+        path = tmp_path / "rules.yaml"
+        path.write_text(
+            textwrap.dedent(f"""\
+            version: 1
+            server: {{listen: "127.0.0.1:0"}}
+            audit: {{path: audit.jsonl}}
+            secrets:
+              prefect-key: {{env: AUTOMATIOND_TEST_PREFECT_KEY}}
+            prefect: {{api_url: "{proxy.url}", api_key_secret: prefect-key, subscribe: true}}
+            automations:
+              - name: act
+                on: [flow_run_state_change]
+                match: {{state: Failed, flow_name: {name}}}
+                actions: [{{pause_schedule: {{}}}}, {{cancel_flow_run: {{}}}}, {{start_flow_run: {{}}}}]
+            """)
+        )
+        async with daemon(path, env={"AUTOMATIOND_TEST_PREFECT_KEY": key}) as running:
+            await subscribed(running)
+            run = await prefect.create_flow_run_from_deployment(deployment_id)
+            await prefect.set_flow_run_state(run.id, Running(), force=True)
+            await prefect.set_flow_run_state(run.id, Failed(), force=True)
+
+            async def acted() -> bool:
+                records = audit_records(tmp_path / "audit.jsonl")
+                return sum(r["kind"] == "action.succeeded" for r in records) == 3
+
+            await until(acted)
+            # the stream goes away: the daemon reconnects and catches up with the key again
+            await proxy.cut()
+
+            async def caught_up() -> bool:
+                return ("POST", "/api/events/filter") in {(m, p) for m, p, _ in proxy.requests}
+
+            await until(caught_up)
+            await subscribed(running)
+            async with aiohttp.ClientSession() as session:
+                shown = ""
+                for page in ("/rules", "/readyz", "/metrics"):
+                    async with session.get(running.url + page) as answer:
+                        shown += await answer.text()
+            assert await running.stop() == 0
+    called = {(method, path) for method, path, _ in proxy.requests}
+    assert {
+        ("GET", "/api/events/out"),
+        ("POST", "/api/events/filter"),
+        ("GET", f"/api/flow_runs/{run.id}"),
+        ("POST", f"/api/deployments/{deployment_id}/pause_deployment"),
+        ("POST", f"/api/flow_runs/{run.id}/set_state"),
+        ("POST", f"/api/deployments/{deployment_id}/create_flow_run"),
+    } <= called, called
+    assert sum(request[:2] == ("GET", "/api/events/out") for request in proxy.requests) == 2
+    assert {authorization for _, _, authorization in proxy.requests} == {f"Bearer {key}"}
+    # each websocket begins with Prefect's auth message carrying the key
+    auths = [json.loads(m) for m in proxy.sent if json.loads(m).get("type") == "auth"]
+    assert auths == [{"type": "auth", "token": key}] * 2
+    assert key not in (tmp_path / "audit.jsonl").read_text()
+    assert key not in "\n".join(running.log)
+    assert key not in shown
+
+
+async def test_cancelling_a_run_that_is_still_scheduled_cancels_it_straight_away(
+    tmp_path: Path, prefect_api: str, prefect: PrefectClient
+) -> None:
+    """cancel_flow_run on a run still Scheduled (never started): Prefect rejects CANCELLING
+    and puts the run straight into Cancelled; the REJECT counts as done."""
+    name, _, deployment_id = await a_deployment(prefect)
+    config = rules(
+        tmp_path,
+        prefect_api,
+        f"""\
+        automations:
+          - name: cancel-before-start
+            on: [flow_run_state_change]
+            match: {{state: Scheduled, flow_name: {name}}}
+            actions: [{{cancel_flow_run: {{message: "not wanted"}}}}]
+        """,
+    )
+    async with daemon(config) as running:
+        await subscribed(running)
+        later = datetime.now(UTC) + timedelta(hours=1)  # not Late meanwhile, and no worker
+        run = await prefect.create_flow_run_from_deployment(
+            deployment_id, state=Scheduled(scheduled_time=later)
+        )
+
+        async def done() -> bool:
+            records = audit_records(tmp_path / "audit.jsonl")
+            return any(r["kind"] in ("action.succeeded", "action.failed") for r in records)
+
+        await until(done)
+    read = await prefect.read_flow_run(run.id)
+    assert read.state is not None
+    assert (read.state.type.value, read.state.name) == ("CANCELLED", "Cancelled")
+    history = [s.type.value for s in await prefect.read_flow_run_states(run.id)]
+    assert history == ["SCHEDULED", "CANCELLED"]  # never CANCELLING
+    records = audit_records(tmp_path / "audit.jsonl")
+    (outcome,) = [r for r in records if r["kind"] == "action.succeeded"]
+    assert (outcome["action"], outcome["attempts"], outcome["response"]) == (
+        "cancel_flow_run",
+        1,
+        "REJECT: Scheduled flow run has no infrastructure to terminate.",
+    )
+    assert not [r for r in records if r["kind"] == "action.failed"]
+
+
+async def test_pausing_a_paused_schedule_again_succeeds_and_changes_nothing(
+    tmp_path: Path, prefect_api: str, prefect: PrefectClient
+) -> None:
+    """pause_schedule on a deployment whose schedule is already paused succeeds (no error,
+    no retry) and leaves the deployment and its schedule as the first pause left them."""
+    name = f"etl-{uuid.uuid4().hex[:8]}"
+    flow_id = await prefect.create_flow_from_name(name)
+    hourly = DeploymentScheduleCreate(schedule=IntervalSchedule(interval=timedelta(hours=1)))
+    deployment_id = await prefect.create_deployment(
+        flow_id=flow_id, name="hourly", schedules=[hourly]
+    )
+    config = rules(
+        tmp_path,
+        prefect_api,
+        f"""\
+        automations:
+          - name: stop-the-schedule
+            on: [flow_run_state_change]
+            match: {{state: Failed, flow_name: {name}}}
+            actions: [{{pause_schedule: {{}}}}]
+        """,
+    )
+
+    async def fail_a_run() -> None:
+        run = await prefect.create_flow_run_from_deployment(deployment_id)
+        await prefect.set_flow_run_state(run.id, Running(), force=True)
+        await prefect.set_flow_run_state(run.id, Failed(), force=True)
+
+    def finished() -> list[dict[str, object]]:
+        """The actions' outcomes so far, success or failure."""
+        records = audit_records(tmp_path / "audit.jsonl")
+        return [r for r in records if r["kind"] in ("action.succeeded", "action.failed")]
+
+    assert not (await prefect.read_deployment(deployment_id)).paused
+    async with daemon(config) as running:
+        await subscribed(running)
+        await fail_a_run()
+
+        async def paused_once() -> bool:
+            return len(finished()) == 1
+
+        await until(paused_once)
+        first = await prefect.read_deployment(deployment_id)
+        schedules = await prefect.read_deployment_schedules(deployment_id)
+        await fail_a_run()
+
+        async def paused_twice() -> bool:
+            return len(finished()) == 2
+
+        await until(paused_twice)
+        second = await prefect.read_deployment(deployment_id)
+    assert first.paused
+    assert second.model_dump() == first.model_dump()  # not even its `updated` time moved
+    assert await prefect.read_deployment_schedules(deployment_id) == schedules
+    outcomes = [
+        (r["kind"], r["action"], r.get("status"), r.get("response"), r["attempts"])
+        for r in finished()
+    ]
+    status = outcomes[0][2]
+    assert outcomes == [("action.succeeded", "pause_schedule", status, "paused", 1)] * 2, outcomes
+    assert 200 <= int(str(status)) < 300
+    records = audit_records(tmp_path / "audit.jsonl")
+    assert [r["ok"] for r in records if r["kind"] == "action.attempt"] == [True, True]
+
+
+UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+"""How a refusing TcpProxy answers, as a load balancer with Prefect away would: one connection
+per attempt (a connection dropped unanswered, aiohttp tries a second one at once)."""
+
+
+def gaps(times: list[float], start: float) -> list[float]:
+    """The time from `start` to the first of `times`, and between each and the next."""
+    return [b - a for a, b in zip([start, *times], times, strict=False)]
+
+
+async def test_the_subscription_reconnects_backing_off_and_starts_over_once_connected(
+    tmp_path: Path, prefect_api: str
+) -> None:
+    """While the stream cannot be reached, reconnections back off from 0.5 s, doubling (each
+    wait is drawn between half and all of its step: 0.5, 1, 2, 4 s, ...); once connected
+    again, the next loss starts over from 0.5 s."""
+    host, port = prefect_api.removeprefix("http://").removesuffix("/api").split(":")
+    proxy = TcpProxy((host, int(port)), refuse_with=UNAVAILABLE)
+    await proxy.start()
+    try:
+        config = rules(tmp_path, proxy.url + "/api", "automations: []\n")
+        async with daemon(config) as running:
+            await subscribed(running)
+            proxy.refusing = True
+            cut = time.monotonic()
+            proxy.cut()
+
+            def attempted(count: int) -> Callable[[], Awaitable[bool]]:
+                async def check() -> bool:
+                    return len([t for t in proxy.attempts if t > cut]) >= count
+
+                return check
+
+            await until(attempted(4), within=20)
+            proxy.refusing = False
+            await until(attempted(5), within=20)
+            attempts = [t for t in proxy.attempts if t > cut][:5]
+            await subscribed(running)
+            # connected again: the next loss backs off from the first step again
+            again = time.monotonic()
+            proxy.cut()
+
+            async def reconnecting() -> bool:
+                return any(t > again for t in proxy.attempts)
+
+            await until(reconnecting, within=20)
+            restart = next(t for t in proxy.attempts if t > again)
+            await subscribed(running)
+            assert (await ready(running))["prefect"]["reconnects"] >= 6
+    finally:
+        await proxy.stop()
+    waited = gaps(attempts, cut)
+    steps = [0.5, 1.0, 2.0, 4.0, 8.0]
+    for wait, step in zip(waited, steps, strict=True):
+        assert wait >= step / 2, waited  # never sooner than half the step
+        assert wait <= step + 2.0, waited  # at most the step, and time for a loaded machine
+    assert all(waited[i + 2] > waited[i] for i in range(3)), waited
+    assert again + 0.25 <= restart <= again + 2.5, restart - again
+
+
+class Highest(random.Random):
+    """Jitter that always draws the top of its range: each wait is its whole step."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+@contextlib.asynccontextmanager
+async def subscription_in_process(
+    prefect_api: str,
+) -> AsyncIterator[tuple[TcpProxy, PrefectSubscription]]:
+    """The daemon's PrefectSubscription, run in this process (so its backoff constants can be
+    scaled down), through a TcpProxy to the Prefect server that refuses connections at first."""
+    host, port = prefect_api.removeprefix("http://").removesuffix("/api").split(":")
+    proxy = TcpProxy((host, int(port)), refusing=True, refuse_with=UNAVAILABLE)
+    await proxy.start()
+
+    async def ingest(events: list[dict[str, object]]) -> None:
+        pass
+
+    settings = PrefectSettings(api_url=proxy.url + "/api", subscribe=True)
+    try:
+        async with aiohttp.ClientSession() as http:
+            subscription = PrefectSubscription(
+                settings, {}, http, ingest, (lambda: None, lambda _: None)
+            )
+            subscription.start()
+            try:
+                yield proxy, subscription
+            finally:
+                await subscription.stop()
+    finally:
+        await proxy.stop()
+
+
+async def test_the_reconnection_backoff_stops_doubling_at_its_cap(
+    prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backoff doubles up to its cap and then stays there (a minute in the daemon; here
+    the steps are scaled down to 0.05 s capped at 0.2 s, the subscription run in-process)."""
+    monkeypatch.setattr(subscription_module, "FIRST_BACKOFF", 0.05)
+    monkeypatch.setattr(subscription_module, "LONGEST_BACKOFF", 0.2)
+    async with subscription_in_process(prefect_api) as (proxy, subscription):
+        subscription.rng = Highest()
+
+        async def twelve() -> bool:
+            return len(proxy.attempts) >= 12
+
+        await until(twelve, within=15)  # uncapped, the 12th would come after 100 s
+    waited = gaps(proxy.attempts[1:12], proxy.attempts[0])
+    steps = [0.05, 0.1] + [0.2] * 9
+    assert all(w >= step for w, step in zip(waited, steps, strict=True)), waited
+    assert sum(waited[2:]) <= 9 * 0.2 + 3.0, waited  # uncapped: 0.2 + 0.4 + ... = 102 s
+
+
+async def test_the_subscription_outlives_a_thousand_failed_reconnections(
+    prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However long Prefect stays away, the subscription keeps trying and connects when it is
+    back: past 1024 failures in a row (17 hours at a minute each) the backoff's doubling must
+    not overflow. The waits are scaled to nothing here, the subscription run in-process."""
+    monkeypatch.setattr(subscription_module, "FIRST_BACKOFF", 0.0)
+    monkeypatch.setattr(subscription_module, "LONGEST_BACKOFF", 0.0)
+    async with subscription_in_process(prefect_api) as (proxy, subscription):
+
+        async def many() -> bool:
+            task = subscription._task
+            assert task is not None
+            assert not task.done(), f"the subscription ended: {task.exception()!r}"
+            return len(proxy.attempts) >= 1100
+
+        await until(many, within=60)
+        proxy.refusing = False
+
+        async def connected() -> bool:
+            return bool(subscription.state == "connected")
+
+        await until(connected, within=10)
+        assert subscription.reconnects >= 1100
