@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from pathlib import Path
 
-from tests.support import Receiver, audit_records, daemon, receiver, run_to_exit
+from tests.support import Receiver, audit_records, daemon, receiver, run_to_exit, until
 
 
 def write_rules(tmp_path: Path, recv: Receiver, listen: str = "127.0.0.1:0") -> Path:
@@ -93,11 +92,19 @@ async def test_bad_input_never_takes_the_daemon_down(tmp_path: Path) -> None:
 
 
 async def test_sigterm_lets_running_actions_finish(tmp_path: Path) -> None:
+    """SIGTERM while a webhook is in flight: the daemon waits for its answer, records the
+    success, and exits 0. The receiver holds its answer 3 s, so the SIGTERM surely comes
+    while it is still held."""
     async with receiver() as recv, daemon(write_rules(tmp_path, recv)) as proc:
-        recv.delay["/slow"] = 1.0
+        recv.delay["/slow"] = 3.0
         status, _ = await proc.post({"type": "slow_thing", "id": "slow-1"})
         assert status == 202
-        await asyncio.sleep(0.3)  # the webhook is on its way, its answer not yet back
+
+        async def in_flight() -> bool:  # the webhook has arrived, its answer not yet given
+            return recv.in_flight == 1
+
+        await until(in_flight, within=15)
+        assert recv.requests == []  # recorded only once answered
         assert await proc.stop() == 0
     assert [r.path for r in recv.requests] == ["/slow"]
     outcome = [

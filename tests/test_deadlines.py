@@ -41,15 +41,21 @@ async def until(condition: Callable[[], bool], within: float = 15.0) -> None:
 
 
 async def test_a_deadline_fires_once_when_due_and_its_row_goes(tmp_path: Path) -> None:
+    """A deadline fires when due, once, and its row is deleted after its callback ran.
+    "Once" is shown by a later deadline firing after it: the scheduler takes due deadlines
+    soonest first, so a second firing of k1 would come before that one's."""
     async with scheduled(tmp_path / "s.db") as (deadlines, fired, arrived):
-        deadlines.arm("k1", time.time() + 0.2, {"n": 1})
+        armed_at = time.time()
+        deadlines.arm("k1", armed_at + 0.2, {"n": 1})
         assert deadlines.get("k1") is not None
-        assert fired == []
+        assert fired == []  # no await since arming: the scheduler has not had a turn
         await asyncio.wait_for(arrived.wait(), 5)
         assert fired == [("k1", {"n": 1})]
+        assert time.time() >= armed_at + 0.2
         await until(lambda: deadlines.get("k1") is None)
-        await asyncio.sleep(0.3)
-        assert len(fired) == 1
+        deadlines.arm("after", time.time() + 0.2, {})
+        await until(lambda: len(fired) >= 2)
+        assert fired == [("k1", {"n": 1}), ("after", {})]
 
 
 async def test_disarmed_and_rearmed_deadlines(tmp_path: Path) -> None:
@@ -67,13 +73,18 @@ async def test_disarmed_and_rearmed_deadlines(tmp_path: Path) -> None:
 
 
 async def test_deadlines_survive_a_restart_and_missed_ones_fire_at_start(tmp_path: Path) -> None:
+    """Armed deadlines outlive the scheduler; one that fell due while none ran fires when
+    the next one starts, the others stay armed. "missed" is due 3 s after arming, so that
+    stopping (a few SQLite commits and a loop turn) surely comes first on a loaded
+    machine."""
     path = tmp_path / "s.db"
     async with scheduled(path) as (deadlines, fired, _):
         now = time.time()
-        deadlines.arm("missed", now + 0.2, {"x": 1})
+        deadlines.arm("missed", now + 3, {"x": 1})
         deadlines.arm("later", now + 60, {"x": 2})
     assert fired == []  # stopped before either was due
-    await asyncio.sleep(0.3)
+    # the deadline passes while nothing runs: a wait for the clock, not for the scheduler
+    await asyncio.sleep(max(0.0, now + 3 - time.time()) + 0.1)
     async with scheduled(path) as (deadlines, fired, arrived):
         await asyncio.wait_for(arrived.wait(), 5)
         assert fired == [("missed", {"x": 1})]
