@@ -503,6 +503,9 @@ class StandIns:
 
     recv: Receiver
     services: tuple[Service, ...]
+    others: bool = False
+    """Whether paths no service serves get the Receiver's usual answers (webhooks beside the
+    services) instead of a 404 counted as malformed."""
     malformed: list[str] = field(default_factory=list)
     """One line per problem found in a request: the service, the request, what is wrong."""
 
@@ -515,6 +518,8 @@ class StandIns:
         wire = Wire.of(request, raw)
         service = next((s for s in self.services if s.serves(wire.path)), None)
         if service is None:
+            if self.others:
+                return None
             self.malformed.append(f"{wire.method} {wire.path}: no stand-in serves this path")
             return _text(404, "Not Found")
         verdict = service.judge(wire)
@@ -526,6 +531,7 @@ class StandIns:
         return verdict.answer
 
 
-def play(recv: Receiver, *services: Service) -> StandIns:
-    """Make `recv` play `services`, checking every request it gets against their format."""
-    return StandIns(recv, services)
+def play(recv: Receiver, *services: Service, others: bool = False) -> StandIns:
+    """Make `recv` play `services`, checking every request it gets against their format;
+    with `others`, a path no service serves keeps the Receiver's usual answer."""
+    return StandIns(recv, services, others)

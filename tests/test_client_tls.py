@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.standins import PagerDuty, StandIns, play
-from tests.support import Receiver, audit_records, daemon, receiver, run_cli, until
+from tests.standins import PagerDuty, play
+from tests.support import audit_records, daemon, receiver, run_cli, until
 
 ROUTING_KEY = "R1" + "0" * 30
 """A PagerDuty integration key: 32 characters, as the Events API requires."""
@@ -91,17 +91,6 @@ def private_ca(directory: Path) -> ssl.SSLContext:
     return context
 
 
-def play_pagerduty_beside_webhooks(recv: Receiver) -> StandIns:
-    """Make `recv` play PagerDuty's Events API (checked by the stand-in) on the paths it
-    serves, while every other path (webhooks, Prefect) keeps the Receiver's usual answers."""
-    pagerduty = PagerDuty()
-    stand_in = play(recv, pagerduty)
-    recv.check = lambda request, raw: (
-        stand_in.answer(request, raw) if pagerduty.serves(request.path) else None
-    )
-    return stand_in
-
-
 async def test_private_ca_trusted_per_action_endpoint_and_prefect(tmp_path: Path) -> None:
     """An HTTPS receiver whose certificate a private CA signed: a webhook without `tls` fails
     verification (dead-lettered); `tls: {ca_file}` per action, under `endpoints` (PagerDuty,
@@ -110,7 +99,7 @@ async def test_private_ca_trusted_per_action_endpoint_and_prefect(tmp_path: Path
     server_tls = private_ca(tmp_path)
     async with receiver(ssl_context=server_tls) as recv:
         assert recv.url.startswith("https://127.0.0.1:")
-        pagerduty = play_pagerduty_beside_webhooks(recv)
+        pagerduty = play(recv, PagerDuty(), others=True)
         rules = tmp_path / "rules.yaml"
         rules.write_text(
             f"""\

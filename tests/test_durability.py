@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.standins import PagerDuty, play
 from tests.support import (
     Received,
     audit_records,
@@ -83,6 +84,7 @@ async def test_every_accepted_event_is_delivered_after_kill_9(tmp_path: Path) ->
     port = free_port()  # the forward destination is down while events arrive
     async with receiver() as live:
         live.delay.update({"/v2/enqueue": 0.5, "/live": 0.5})
+        pagerduty = play(live, PagerDuty(), others=True)  # its events checked as PagerDuty would
         rules = rules_for(
             tmp_path,
             f"http://127.0.0.1:{port}",
@@ -92,7 +94,7 @@ async def test_every_accepted_event_is_delivered_after_kill_9(tmp_path: Path) ->
   - name: page
     on: [job_done]
     actions:
-      - pagerduty: {{routing_key: R1}}
+      - pagerduty: {{routing_key: R0UTING0KEY0OF0THIRTY0TWO0CHARSX}}
       - webhook: {{url: "{live.url}/live"}}
 """,
         )
@@ -159,6 +161,7 @@ async def test_every_accepted_event_is_delivered_after_kill_9(tmp_path: Path) ->
         f"all {len(set(accepted))} delivered; repeats, each with the first's key: {repeats}"
     )
     assert set(accepted) <= set(delivered)
+    assert pagerduty.malformed == []
     resumed = [r for r in audit_records(tmp_path / "audit.jsonl") if r["kind"] == "event.resumed"]
     assert resumed
 

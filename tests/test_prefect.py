@@ -394,7 +394,9 @@ async def test_state_changes_missed_while_disconnected_or_stopped_are_caught_up(
 
                 await until(disconnected)
                 second = await fail_a_run()
-                await asyncio.sleep(2)  # reconnections keep failing meanwhile
+                # a negative check: while every reconnection is refused, no event can come
+                # in, so the wait only gives a wrong delivery the time to show
+                await asyncio.sleep(2)
                 assert len(hooks.requests) == 1
                 proxy.refusing = False
                 await hooks.wait_for_path("/failed", 2, within=60)
@@ -403,10 +405,16 @@ async def test_state_changes_missed_while_disconnected_or_stopped_are_caught_up(
                 assert await running.stop() == 0
             # stopped: a third run fails; started again, the daemon catches up from where it was
             third = await fail_a_run()
-            await asyncio.sleep(1)
+            # Prefect stores events in batches: the catch-up can only find it once stored
+            stored = await prefect_events(prefect, third)
+            assert any(e["event"] == "prefect.flow-run.Failed" for e in stored)
             async with daemon(config) as running:
                 await hooks.wait_for_path("/failed", 3, within=60)
-                await asyncio.sleep(1)  # anything sent twice would arrive meanwhile
+                # a negative check: a copy of an event from the stream and the catch-up both
+                # would be delivered twice; the wait gives the second copy time to come in,
+                # and the stop lets any action it started finish
+                await asyncio.sleep(1)
+                assert await running.stop() == 0
             runs = [r.body["run"] for r in hooks.requests]  # type: ignore[index]
     finally:
         await proxy.stop()
@@ -526,7 +534,9 @@ async def test_a_run_is_routed_by_its_tags_deployment_and_work_pool(
             await prefect.set_flow_run_state(run.id, Failed(message="disk full"), force=True)
             (failed,) = await hooks.wait_for_path("/prod", within=30)
             (text,) = await hooks.wait_for_path("/prod-text", within=30)
-            await asyncio.sleep(1)  # a /nonprod request would arrive meanwhile
+            # one event matches every automation at once, so a /nonprod action would have
+            # started with /prod's; the stop lets every running action finish
+            assert await running.stop() == 0
     assert not [r for r in hooks.requests if r.path == "/nonprod"]
     assert set(run.tags) == {"etl", "prod", "team-a"}  # the deployment's and the run's own
     routing = {
