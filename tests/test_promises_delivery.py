@@ -7,10 +7,8 @@ flight finishing under the rules they started with across a reload."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import email
 import email.policy
-import ipaddress
 import json
 import ssl
 import time
@@ -22,11 +20,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.certificates import private_ca
 from tests.standins import Twilio, play
 from tests.support import (
     Mailbox,
@@ -278,75 +273,6 @@ async def test_an_email_some_recipients_refuse_is_sent_once_and_says_who(tmp_pat
 # --- 4. SMTP by STARTTLS ---
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def certificate_for_loopback(directory: Path) -> ssl.SSLContext:
-    """Write `ca.pem` (a private CA made now) into `directory`; a server context for
-    127.0.0.1 with a certificate that CA signed."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("automationd smtp test CA"))
-        .issuer_name(_name("automationd smtp test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("127.0.0.1"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (directory / "smtp.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "smtp.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(directory / "smtp.pem", directory / "smtp.key")
-    return context
-
-
 @dataclass
 class TlsMailbox(Mailbox):
     """A Mailbox that also keeps, per delivered message, the TLS session it came over."""
@@ -417,7 +343,7 @@ async def test_email_goes_by_starttls_to_a_server_that_requires_it(tmp_path: Pat
     through SSL_CERT_FILE.) Without STARTTLS the same server refuses the mail (530), so it
     cannot have come in the clear."""
     mailbox = TlsMailbox()
-    async with starttls_server(mailbox, certificate_for_loopback(tmp_path)) as port:
+    async with starttls_server(mailbox, private_ca(tmp_path)) as port:
         env = {"SMTP_PASSWORD": LOGIN[1], "SSL_CERT_FILE": str(tmp_path / "ca.pem")}
         async with daemon(smtp_rules(tmp_path, port, starttls=True), env=env) as proc:
             assert (await proc.post({"type": "job_done", "id": "by-tls"}))[0] == 202
@@ -452,7 +378,7 @@ async def test_email_by_starttls_refuses_an_untrusted_certificate(tmp_path: Path
     nothing is sent (no login, no message) and the action fails after its attempts, each
     saying the certificate could not be verified."""
     mailbox = TlsMailbox()
-    async with starttls_server(mailbox, certificate_for_loopback(tmp_path)) as port:
+    async with starttls_server(mailbox, private_ca(tmp_path)) as port:
         env = {"SMTP_PASSWORD": LOGIN[1], "SSL_CERT_FILE": str(tmp_path / "no-such-ca.pem")}
         async with daemon(smtp_rules(tmp_path, port, starttls=True), env=env) as proc:
             assert (await proc.post({"type": "job_done", "id": "untrusted"}))[0] == 202
