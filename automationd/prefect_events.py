@@ -43,6 +43,10 @@ RUN_PATH = Template.parse("/flow_runs/{flow_run_id}")
 """Where a run is read; its id percent-encoded, and refused if it would change the path."""
 FIRST_BACKOFF = 0.5
 LONGEST_BACKOFF = 60.0
+STEADY_AFTER = 30.0
+"""A connection up this long (or one that delivered an event) had worked: the next outage
+backs off from the first step again. One that drops sooner goes on backing off, so a server
+that accepts and then drops each connection is not hammered."""
 REMEMBERED_IDS = 10_000
 POSITION_EVERY = 1.0
 CATCH_UP_MARGIN = timedelta(minutes=1)
@@ -150,6 +154,8 @@ class PrefectSubscription:
         self.state = "connecting"
         self.error: str | None = None
         self.connected_since: str | None = None
+        self._up_at: float | None = None  # loop time the current connection came up
+        self._delivered = False  # whether the current connection has delivered an event
         self.last_event: str | None = None
         self.received = 0
         self.reconnects = 0
@@ -195,12 +201,13 @@ class PrefectSubscription:
         while True:
             try:
                 await self._subscribe_once()
-                failures = 0  # a clean close by the server: reconnect after the shortest wait
+                # a clean close by the server: at once if the connection had worked
+                failures = 0 if self._worked() else failures + 1
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever broke, the stream is tried again
-                if self.state == "connected":
-                    failures = 0  # it was up: this outage backs off from the first step
+                if self._worked():
+                    failures = 0  # it had worked: this outage backs off from the first step
                 failures += 1
                 error, self.error = self.error, str(exc) or type(exc).__name__
                 expected = (
@@ -218,10 +225,18 @@ class PrefectSubscription:
                     )
             self.state = "disconnected"
             self.connected_since = None
+            self._up_at = None
             self.reconnects += 1
             # the exponent stops growing past the cap (2.0 ** 1024 would overflow)
             base = min(LONGEST_BACKOFF, FIRST_BACKOFF * 2.0 ** min(max(0, failures - 1), 16))
             await asyncio.sleep(base / 2 + self.rng.uniform(0, base / 2))
+
+    def _worked(self) -> bool:
+        """Whether the connection that just ended had worked: it delivered an event, or it
+        stayed up for STEADY_AFTER seconds."""
+        if self._up_at is None:
+            return False
+        return self._delivered or asyncio.get_running_loop().time() - self._up_at >= STEADY_AFTER
 
     async def _subscribe_once(self) -> None:
         self.state = "connecting"
@@ -261,12 +276,14 @@ class PrefectSubscription:
             self.state = "connected"
             self.error = None
             self.connected_since = _stamp(datetime.now(UTC))
+            self._up_at, self._delivered = asyncio.get_running_loop().time(), False
             log.info("subscribed to Prefect events at %s", self.settings.api_url)
             async for message in socket:
                 if message.type != aiohttp.WSMsgType.TEXT:
                     break
                 data = json.loads(message.data)
                 if data.get("type") == "event" and isinstance(data.get("event"), dict):
+                    self._delivered = True
                     await self._hand_over([data["event"]])
             if socket.close_code not in (None, aiohttp.WSCloseCode.OK):
                 raise SubscriptionError(f"the server closed the stream ({socket.close_code})")

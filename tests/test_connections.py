@@ -15,7 +15,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -67,20 +67,44 @@ async def connect(address: Address, opened: list[socket.socket]) -> socket.socke
     return sock
 
 
+@asynccontextmanager
+async def connections_open(
+    url: str, context: ssl.SSLContext
+) -> AsyncIterator[Callable[[], Awaitable[float]]]:
+    """A reader of the `automationd_connections_open` gauge, asking GET /metrics over one
+    connection kept open throughout (so it is counted in the gauge, once)."""
+    connector = aiohttp.TCPConnector(limit=1, keepalive_timeout=120, ssl=context)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def read() -> float:
+            async with session.get(f"{url}/metrics") as response:
+                assert response.status == 200  # a 503: its connection was lost, and refused
+                text = await response.text()
+            match = re.search(r"^automationd_connections_open (\S+)$", text, re.M)
+            assert match, text
+            return float(match.group(1))
+
+        yield read
+
+
 async def connect_admitted(
-    address: Address, opened: list[socket.socket], within: float = 5.0
+    address: Address,
+    opened: list[socket.socket],
+    gauge: Callable[[], Awaitable[float]],
+    held: int,
+    within: float = 10.0,
 ) -> socket.socket:
-    """A connection the daemon kept (sent nothing on at once): the place of a client that
-    just left is given back when the daemon has seen it go, which may be a moment later."""
+    """A new connection, once the daemon has admitted it, when the test holds `held` admitted
+    connections besides the one `gauge` (see connections_open) reads over: the gauge first
+    falls to those (the place of a client that just left is given back when the daemon has
+    seen it go, which may be a moment later), then rises by the new one."""
     async with asyncio.timeout(within):
-        while True:
-            sock = await connect(address, opened)
-            try:
-                async with asyncio.timeout(0.1):
-                    await asyncio.get_running_loop().sock_recv(sock, 1)
-            except TimeoutError:
-                return sock  # nothing came: admitted
-            sock.close()  # refused (a 503): try again
+        while await gauge() != held + 1:  # noqa: ASYNC110 - asking the daemon over HTTP
+            await asyncio.sleep(0.05)
+        sock = await connect(address, opened)
+        while await gauge() != held + 2:  # noqa: ASYNC110 - asking the daemon over HTTP
+            await asyncio.sleep(0.05)
+    return sock
 
 
 async def send(sock: socket.socket, data: bytes) -> None:
@@ -487,58 +511,67 @@ async def test_tls_handshakes_count_and_have_header_timeout(tmp_path: Path) -> N
         check=True,
         capture_output=True,
     )
-    # header_timeout 3 s: a place given back "at once" is seen seconds before it would free
-    server = f"tls: {{cert: {cert}, key: {key}}}, header_timeout: 3s, max_connections: 3"
+    # header_timeout 8 s: a place given back "at once" is seen seconds before it would free,
+    # on a loaded machine too; max_connections 4: three silent clients and the connection
+    # the gauge of open connections is read over
+    server = f"tls: {{cert: {cert}, key: {key}}}, header_timeout: 8s, max_connections: 4"
     rules = write_rules(tmp_path, idle_timeout="30s")
     rules.write_text(rules.read_text().replace('"127.0.0.1:0", ', f'"127.0.0.1:0", {server}, '))
     async with daemon(rules) as proc:
         assert proc.url.startswith("https://")
         address = address_of(proc)
         context = ssl.create_default_context(cafile=str(cert))
-        for _ in range(2):
-            with sockets() as opened:
-                started = time.monotonic()
-                silent = [await connect_admitted(address, opened) for _ in range(3)]
-                closed = await asyncio.gather(*(until_closed(sock, 10) for sock in silent))
-                assert all(data == b"" and when - started >= 2.4 for data, when in closed)
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(f"{proc.url}/healthz", ssl=context) as response,
-            ):
-                assert response.status == 200
-        with sockets() as opened:
-            # past the cap, before any handshake: the 503 in plain text and closed at once,
-            # not held (uncounted) until a handshake timeout
-            silent = [await connect_admitted(address, opened) for _ in range(3)]
-            started = time.monotonic()
-            extra = await connect(address, opened)
-            data, when = await until_closed(extra, 5)
-            assert data.startswith(b"HTTP/1.1 503 "), data
-            assert when - started < 2  # not held until header_timeout (3 s)
-            for sock in silent:
-                sock.close()
-        # connections dropped mid-handshake give their places back at once, not after
-        # header_timeout: a real client right after them is served
-        with sockets() as opened:
-            for _ in range(3):
-                sock = await connect(address, opened)
-                await send(sock, b"\x16\x03\x01")  # the start of a ClientHello
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.close()  # a reset
-
-        async def served() -> bool:
-            try:
+        async with connections_open(proc.url, context) as gauge:
+            for _ in range(2):
+                with sockets() as opened:
+                    started = time.monotonic()
+                    silent: list[socket.socket] = []
+                    for _ in range(3):
+                        silent.append(await connect_admitted(address, opened, gauge, len(silent)))
+                    closed = await asyncio.gather(*(until_closed(sock, 15) for sock in silent))
+                    # each closed header_timeout after its connect, which came after `started`
+                    assert all(data == b"" and when - started >= 7.9 for data, when in closed)
                 async with (
                     aiohttp.ClientSession() as session,
                     session.get(f"{proc.url}/healthz", ssl=context) as response,
                 ):
-                    return response.status == 200
-            except aiohttp.ClientConnectorError:  # refused: a plain-text 503 at the cap
-                return False
+                    assert response.status == 200
+            with sockets() as opened:
+                # past the cap, before any handshake: the 503 in plain text and closed at
+                # once, not held (uncounted) until a handshake timeout
+                silent = []
+                for _ in range(3):
+                    silent.append(await connect_admitted(address, opened, gauge, len(silent)))
+                started = time.monotonic()
+                extra = await connect(address, opened)
+                data, when = await until_closed(extra, 10)
+                assert data.startswith(b"HTTP/1.1 503 "), data
+                assert when - started < 5  # not held until header_timeout (8 s)
+                for sock in silent:
+                    sock.close()
+            # connections dropped mid-handshake give their places back at once, not after
+            # header_timeout: a real client right after them is served (the gauge's own
+            # connection still holds the fourth place)
+            with sockets() as opened:
+                for _ in range(3):
+                    sock = await connect(address, opened)
+                    await send(sock, b"\x16\x03\x01")  # the start of a ClientHello
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.close()  # a reset
 
-        async with asyncio.timeout(2):  # well before the 3 s header_timeout frees them
-            while not await served():  # noqa: ASYNC110 - asking the daemon over HTTP
-                await asyncio.sleep(0.05)
+            async def served() -> bool:
+                try:
+                    async with (
+                        aiohttp.ClientSession() as session,
+                        session.get(f"{proc.url}/healthz", ssl=context) as response,
+                    ):
+                        return response.status == 200
+                except aiohttp.ClientConnectorError:  # refused: a plain-text 503 at the cap
+                    return False
+
+            async with asyncio.timeout(5):  # 3 s before the 8 s header_timeout frees them
+                while not await served():  # noqa: ASYNC110 - asking the daemon over HTTP
+                    await asyncio.sleep(0.05)
         assert not any("Traceback" in line for line in proc.log)
 
 

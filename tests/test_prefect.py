@@ -394,9 +394,9 @@ async def test_state_changes_missed_while_disconnected_or_stopped_are_caught_up(
 
                 await until(disconnected)
                 second = await fail_a_run()
-                # a negative check: while every reconnection is refused, no event can come
-                # in, so the wait only gives a wrong delivery the time to show
-                await asyncio.sleep(2)
+                # the catch-up can only find what Prefect has stored (it stores in batches)
+                stored = await prefect_events(prefect, second)
+                assert any(e["event"] == "prefect.flow-run.Failed" for e in stored)
                 assert len(hooks.requests) == 1
                 proxy.refusing = False
                 await hooks.wait_for_path("/failed", 2, within=60)
@@ -790,11 +790,13 @@ def gaps(times: list[float], start: float) -> list[float]:
 
 
 async def test_the_subscription_reconnects_backing_off_and_starts_over_once_connected(
-    tmp_path: Path, prefect_api: str
+    tmp_path: Path, prefect_api: str, prefect: PrefectClient
 ) -> None:
     """While the stream cannot be reached, reconnections back off from 0.5 s, doubling (each
     wait is drawn between half and all of its step: 0.5, 1, 2, 4 s, ...); once connected
-    again, the next loss starts over from 0.5 s."""
+    again and an event has come through, the next loss starts over from 0.5 s. That loss is
+    a cut connection, which the daemon takes as a failure (it logs a warning), not as a
+    clean close by the server."""
     host, port = prefect_api.removeprefix("http://").removesuffix("/api").split(":")
     proxy = TcpProxy((host, int(port)), refuse_with=UNAVAILABLE)
     await proxy.start()
@@ -817,7 +819,18 @@ async def test_the_subscription_reconnects_backing_off_and_starts_over_once_conn
             await until(attempted(5), within=20)
             attempts = [t for t in proxy.attempts if t > cut][:5]
             await subscribed(running)
-            # connected again: the next loss backs off from the first step again
+            # connected again, and the connection works: an event comes through it
+            before = (await ready(running))["prefect"]["events_received"]
+            _, _, deployment_id = await a_deployment(prefect)
+            run = await prefect.create_flow_run_from_deployment(deployment_id)
+            await prefect.set_flow_run_state(run.id, Running(), force=True)
+
+            async def delivered() -> bool:
+                return bool((await ready(running))["prefect"]["events_received"] > before)
+
+            await until(delivered)
+            # so the next loss backs off from the first step again
+            logged = len(running.log)
             again = time.monotonic()
             proxy.cut()
 
@@ -828,6 +841,16 @@ async def test_the_subscription_reconnects_backing_off_and_starts_over_once_conn
             restart = next(t for t in proxy.attempts if t > again)
             await subscribed(running)
             assert (await ready(running))["prefect"]["reconnects"] >= 6
+
+            async def warned() -> bool:  # the log is read from the daemon's stderr as it comes
+                return any(
+                    line.startswith("WARNING ")
+                    and f"Prefect event stream {proxy.url}/api: " in line
+                    and line.endswith("; reconnecting")
+                    for line in running.log[logged:]
+                )
+
+            await until(warned, within=10)  # the cut was a failure, not a clean close
     finally:
         await proxy.stop()
     waited = gaps(attempts, cut)

@@ -187,6 +187,33 @@ async def test_a_retry_after_longer_than_an_hour_is_cut_to_an_hour(tmp_path: Pat
             # a SIGTERM would give it 30 s to finish)
             assert [str(r["automation"]) for r in records(tmp_path, *OUTCOMES)] == ["default-life"]
             assert sorted(r.path for r in recv.requests) == ["/default-life", "/long-life"]
+            # and it is still pending at its destination (both share the receiver's
+            # host:port; the other has its outcome): backing off, not dropped
+            destination = recv.url.removeprefix("http://")
+
+            async def one_pending() -> bool:
+                return await pending_at(proc.url, destination) == 1.0
+
+            await until(one_pending, within=10)
+            assert [str(r["automation"]) for r in records(tmp_path, *OUTCOMES)] == ["default-life"]
+            assert len(records(tmp_path, "action.dead_lettered")) == 1
+            status, letters = await http_json("GET", f"{proc.url}/dead-letters")
+            assert status == 200, letters
+            assert isinstance(letters, dict)
+            assert letters["total"] == 1, letters
+            assert sorted(r.path for r in recv.requests) == ["/default-life", "/long-life"]
+
+
+async def pending_at(url: str, destination: str) -> float | None:
+    """`automationd_actions_pending` of one destination, from GET /metrics (None: no
+    sample)."""
+    sample = f'automationd_actions_pending{{destination="{destination}"}} '
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+        assert response.status == 200
+        for line in (await response.text()).splitlines():
+            if line.startswith(sample):
+                return float(line.removeprefix(sample))
+    return None
 
 
 # --- 2. Twilio's 1,600 characters ---
@@ -275,9 +302,11 @@ async def test_an_email_some_recipients_refuse_is_sent_once_and_says_who(tmp_pat
 
 @dataclass
 class TlsMailbox(Mailbox):
-    """A Mailbox that also keeps, per delivered message, the TLS session it came over."""
+    """A Mailbox that also keeps, per delivered message, the TLS session it came over, and
+    every login tried (AUTH mechanism, user name), whether right or wrong."""
 
     tls: list[dict[str, object] | None] = field(default_factory=list)
+    logins: list[tuple[str, str]] = field(default_factory=list)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.tls.append(session.ssl)
@@ -288,7 +317,7 @@ LOGIN = ("bot", "smtp-pa55")
 
 
 @asynccontextmanager
-async def starttls_server(mailbox: Mailbox, tls: ssl.SSLContext) -> AsyncIterator[int]:
+async def starttls_server(mailbox: TlsMailbox, tls: ssl.SSLContext) -> AsyncIterator[int]:
     """A real aiosmtpd on a free loopback port that offers STARTTLS with `tls` and refuses
     everything but EHLO, STARTTLS and QUIT before it (`require_starttls`); AUTH is required
     and, as aiosmtpd requires by default, only over TLS."""
@@ -296,6 +325,8 @@ async def starttls_server(mailbox: Mailbox, tls: ssl.SSLContext) -> AsyncIterato
     def authenticate(
         server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
     ) -> AuthResult:
+        name = data.login.decode() if isinstance(data, LoginPassword) else repr(data)
+        mailbox.logins.append((mechanism, name))
         ok = (
             isinstance(data, LoginPassword)
             and (data.login.decode(), data.password.decode()) == LOGIN
@@ -360,6 +391,7 @@ async def test_email_goes_by_starttls_to_a_server_that_requires_it(tmp_path: Pat
         ssl_object = session_tls["ssl_object"]
         assert isinstance(ssl_object, ssl.SSLObject)
         assert ssl_object.version() in ("TLSv1.2", "TLSv1.3")
+        assert [name for _, name in mailbox.logins] == ["bot"]  # one login (over TLS only)
 
         (tmp_path / "audit.jsonl").unlink()
         clear = smtp_rules(tmp_path, port, starttls=False, login=False)
@@ -385,6 +417,7 @@ async def test_email_by_starttls_refuses_an_untrusted_certificate(tmp_path: Path
             await recorded(tmp_path, 1, *OUTCOMES)
             assert await proc.stop() == 0
     assert mailbox.messages == []
+    assert mailbox.logins == []  # not even tried: the password never left the daemon
     tried = records(tmp_path, "action.attempt")
     assert [(a["attempt"], a["ok"]) for a in tried] == [(1, False), (2, False)]
     for attempt in tried:

@@ -292,11 +292,15 @@ async def test_agents_listed_by_get_slas_and_recovery_audited(tmp_path: Path) ->
     `window: 5s`) beat; a2 goes on beating every 0.5 s while a1 goes quiet, then comes back.
     The listing is checked whole before, while failing and after: a1 unhealthy, `failing`
     true; then both healthy again. The audit records of the failure and the recovery are
-    checked field by field, and the counter reads exactly 1 for `agent_sla_failure`."""
+    checked field by field, and the counter reads exactly 1 for `agent_sla_failure`.
+
+    Both agents beat every 0.5 s before the SLA exists, and go on after a reload adds it, so
+    its first judgement, one window after the reload, finds both healthy whatever the
+    machine's speed. (Beats posted only after the SLA is configured would race that
+    judgement: fewer than two agents seen by then, and it fails.)"""
     async with receiver() as recv:
         rules = tmp_path / "rules.yaml"
-        rules.write_text(
-            f"""\
+        with_sla = f"""\
 version: 1
 server: {{listen: "127.0.0.1:0"}}
 agent_slas:
@@ -306,7 +310,8 @@ automations:
     on: [agent_sla_failure, agent_sla_recovered]
     actions: [{{webhook: {{url: "{recv.url}/agents"}}}}]
 """
-        )
+        before, after = with_sla.index("agent_slas:"), with_sla.index("automations:")
+        rules.write_text(with_sla[:before] + with_sla[after:])
 
         def prod(healthy: list[str], unhealthy: list[str], failing: bool) -> dict[str, object]:
             return {
@@ -337,22 +342,36 @@ automations:
                 except TimeoutError:
                     pytest.fail(f"GET /slas never showed {expected}; last {listings[-1]}")
 
+            beaten = {"a1": 0, "a2": 0}
+
             async def beat(agent: str) -> None:
                 event = {"type": "agent_heartbeat", "agent_id": agent, "agent_config_id": "prod"}
                 status, answer = await proc.post(event)
                 assert status == 202, answer
+                beaten[agent] += 1
 
-            await beat("a1")
-            await beat("a2")
-            await listed(prod(["a1", "a2"], [], failing=False))
-
-            async def a2_beats() -> None:
+            async def beats(agent: str) -> None:
                 while True:
-                    await beat("a2")
+                    await beat(agent)
                     await asyncio.sleep(0.5)
 
-            beating = asyncio.create_task(a2_beats())
+            a1_beating = asyncio.create_task(beats("a1"))
+            beating = asyncio.create_task(beats("a2"))
             try:
+
+                async def both_beat() -> bool:
+                    return min(beaten.values()) >= 1
+
+                await until(both_beat, within=15)
+                rules.write_text(with_sla)  # the SLA added, both agents beating meanwhile
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.post(f"{proc.url}/reload") as response,
+                ):
+                    assert response.status == 200
+                    assert (await response.json())["outcome"] == "applied"
+                await listed(prod(["a1", "a2"], [], failing=False))
+                a1_beating.cancel()  # a1 goes quiet, a2 beats on
                 await listed(prod(["a2"], ["a1"], failing=True))
                 (failure,) = await recv.wait_for_path("/agents")
                 await beat("a1")
@@ -360,6 +379,7 @@ automations:
                 _, recovery = await recv.wait_for_path("/agents", 2)
                 counted = samples(await metrics_of(proc), "automationd_sla_failures_total")
             finally:
+                a1_beating.cancel()
                 beating.cancel()
             assert await proc.stop() == 0
     assert isinstance(failure.body, dict)
