@@ -42,10 +42,13 @@ BACKLOG = 128
 """The listening socket's backlog, and how many connections asyncio accepts in one go: each
 holds a descriptor before the Gate can refuse it."""
 
-FD_RESERVE = BACKLOG + 64
-"""Open files kept back from clients, at least: one burst of accepts, the daemon's own files
-(about 20: state database, journal, audit trail, watcher, event loop) and its outgoing
-connections (one per action in flight)."""
+FD_RESERVE = 3 * BACKLOG + 64
+"""Open files kept back from clients, at least: three bursts of accepts, the daemon's own
+files (about 20: state database, journal, audit trail, watcher, event loop) and its outgoing
+connections (one per action in flight). Three bursts, because a connection the Gate refuses
+keeps its descriptor for three turns of the event loop (asyncio accepts it, makes its
+transport in a task, then calls connection_made; the close lands a turn later), and each turn
+can accept another burst: with one burst reserved, a flood on a busy machine ran out."""
 
 ACCEPT_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
