@@ -2,8 +2,9 @@
 
 The state database is SQLite in WAL mode: the newest commits live in `state.db-wal` until a
 checkpoint moves them into `state.db`, so copying the files with `cp` can give a database
-that misses them or is torn. The copy is made with SQLite's online backup instead, in one
-step: one read transaction, a snapshot of one moment, while the daemon goes on writing.
+that misses them or is torn. The store makes the copy instead (`Store.copy_to`: SQLite's
+online backup in one step, one read transaction, a snapshot of one moment, while the daemon
+goes on writing).
 
 Accepted events are first made durable in the journal's segment files
 (`state.db-events/NNNNNNNN.log`), written into the database within 50 ms, and a segment is
@@ -17,10 +18,11 @@ already there keeps its row), as after a crash.
 from __future__ import annotations
 
 import os
-import sqlite3
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+
+from automationd.store import BrokenCopy, StoreError
+from automationd.store.sqlite import SqliteStore
 
 
 class BackupError(Exception):
@@ -69,14 +71,24 @@ def backup(database: Path, destination: Path) -> BackupSummary:
         copied = partial / segments_of(database).name
         copied.mkdir(mode=0o700)
         segments, segment_events = _copy_segments(segments_of(database), copied)
-        summary = _copy_database(database, partial / database.name)
+        held = SqliteStore(database).copy_to(partial / database.name)
         for path in [*copied.iterdir(), partial / database.name, copied, partial]:
             _sync(path)
         partial.rename(destination)
         _sync(destination.parent)
-    except (OSError, sqlite3.Error) as exc:
+    except BrokenCopy as exc:
+        raise BackupError(str(exc)) from None
+    except (OSError, StoreError) as exc:
         raise BackupError(f"cannot back up {database} to {destination}: {exc}") from None
-    return BackupSummary(destination, *summary, segments, segment_events)
+    return BackupSummary(
+        destination,
+        held.events,
+        held.unfinished,
+        held.dead_letters,
+        held.deadlines,
+        segments,
+        segment_events,
+    )
 
 
 def _copy_segments(source: Path, target: Path) -> tuple[int, int]:
@@ -101,46 +113,6 @@ def _copy_segments(source: Path, target: Path) -> tuple[int, int]:
         files += 1
         events += data.count(b"\n")
     return files, events
-
-
-def _copy_database(source: Path, target: Path) -> tuple[int, int, int, int]:
-    """SQLite's online backup in one step (a snapshot), checked; the counts it holds."""
-    # not mode=ro: a read-only connection to a stopped daemon's database would leave -wal
-    # and -shm files behind (owned by whoever ran the backup); query_only keeps it a reader
-    uri = f"file:{urllib.parse.quote(str(source.resolve()))}?mode=rw"
-    live = sqlite3.connect(uri, uri=True)
-    try:
-        live.execute("PRAGMA query_only=1")
-        live.execute("PRAGMA busy_timeout=5000")
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        copy = sqlite3.connect(target)
-        try:
-            live.backup(copy)  # pages=-1: every page in one step, one read transaction
-            (check,) = copy.execute("PRAGMA quick_check").fetchone()
-            if check != "ok":
-                raise BackupError(f"the copy fails SQLite's check: {check}")
-            return _counts(copy)
-        finally:
-            copy.close()
-    finally:
-        live.close()
-
-
-def _counts(db: sqlite3.Connection) -> tuple[int, int, int, int]:
-    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
-    def count(table: str, where: str = "") -> int:
-        if table not in tables:
-            return 0
-        return int(db.execute(f"SELECT count(*) FROM {table} {where}").fetchone()[0])  # noqa: S608
-
-    return (
-        count("events"),
-        count("events", "WHERE done = 0"),
-        count("dead_letters"),
-        count("deadlines"),
-    )
 
 
 def _sync(path: Path) -> None:

@@ -7,44 +7,48 @@ import asyncio
 import json
 import logging
 import os
-import re
-import signal
-import ssl
 import sys
-import urllib.parse
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import aiohttp
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-
-from automationd import __version__, client, trail, yamldoc
+from automationd import __version__, client, daemon, receive, trail, yamldoc
 from automationd import backup as state_backup
-from automationd.config import DEFAULT_SERVER, Config, ConfigError, load_config, schema
-from automationd.connections import (
-    BACKLOG,
-    Gate,
-    connection_cap,
-    raise_open_file_limit,
-    throttle_accept_errors,
-)
+from automationd.config import Config, ConfigError, load_config, schema, state_base
 from automationd.durations import parse_duration
 from automationd.engine import Engine, utc_now
-from automationd.events import EventError, format_timestamp, parse_json, split_batch
+from automationd.events import EventError, parse_json, split_batch
 from automationd.explain import as_text, explain
-from automationd.metrics import Metrics
-from automationd.server import create_app
-from automationd.state import StateError
-from automationd.systemd import Notifier
-from automationd.watch import start_watching
 
 log = logging.getLogger("automationd")
 
 
 def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.environ) -> int:
     """Entry point of the console script; returns the exit status."""
+    args = build_parser(environ).parse_args(argv)
+    if args.command == "check":
+        return check_files(args.paths, environ, secrets=args.secrets)
+    if args.command == "schema":
+        print(json.dumps(schema(), indent=2))
+        return 0
+    if args.command == "send":
+        return send_event(args)
+    if args.command == "dead-letters":
+        return manage_dead_letters(args)
+    if args.command == "test":
+        return test_rules(args, environ)
+    if args.command == "audit":
+        return search_audit(args, environ)
+    if args.command == "backup":
+        return backup_state(args, environ)
+    daemon.configure_logging(getattr(args, "log_level", "info"))
+    if args.command == "receive":
+        host, port = args.listen
+        return asyncio.run(receive_webhooks(host, port, args.status))
+    return run_daemon(args, environ)
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """Every command and its options; defaults that come from the environment read `environ`."""
     parser = argparse.ArgumentParser(prog="automationd", description=__doc__)
     parser.add_argument("--version", action="version", version=f"automationd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -158,31 +162,12 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
         "this needs every secret's value, as the daemon does",
     )
 
-    args = parser.parse_args(argv)
-    if args.command == "check":
-        return check_files(args.paths, environ, secrets=args.secrets)
-    if args.command == "schema":
-        print(json.dumps(schema(), indent=2))
-        return 0
-    if args.command == "send":
-        return send_event(args)
-    if args.command == "dead-letters":
-        return asyncio.run(manage_dead_letters(args))
-    if args.command == "test":
-        return test_rules(args, environ)
-    if args.command == "audit":
-        return search_audit(args, environ)
-    if args.command == "backup":
-        return backup_state(args, environ)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "info").upper(),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiohttp.server").addFilter(_one_line_for_malformed_requests)
-    if args.command == "receive":
-        host, port = args.listen
-        return asyncio.run(receive_webhooks(host, port, args.status))
+    return parser
+
+
+def run_daemon(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """`automationd run`: load the rules, refusing to start on any problem (each logged with
+    its location), then serve them until stopped (daemon.py)."""
     try:
         config = load_config(args.config, environ=environ)
     except ConfigError as exc:
@@ -190,7 +175,14 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
             log.error("%s", line)
         log.error("not starting: %s has %d problem(s)", args.config, len(exc.problems))
         return 1
-    return asyncio.run(serve(config, environ))
+    return asyncio.run(daemon.serve(config, environ))
+
+
+async def receive_webhooks(host: str, port: int, status: int | None) -> int:
+    """`automationd receive`: print each request and answer it as the service it stands in
+    for would (receive.py), or with `status`, until Ctrl-C."""
+    app = receive.create_app(status)
+    return await daemon.serve_until_stopped(app, host, port, "receiving webhooks (Ctrl-C to stop);")
 
 
 def _config_option(parser: argparse.ArgumentParser, environ: Mapping[str, str], what: str) -> None:
@@ -200,20 +192,6 @@ def _config_option(parser: argparse.ArgumentParser, environ: Mapping[str, str], 
         default=Path(environ.get("AUTOMATIOND_CONFIG", "rules.yaml")),
         help=f"{what} (default: $AUTOMATIOND_CONFIG, else ./rules.yaml)",
     )
-
-
-def _one_line_for_malformed_requests(record: logging.LogRecord) -> bool:
-    """aiohttp logs a traceback at ERROR for every malformed HTTP request it refuses with 400;
-    any client could fill the journal with them. One warning line each instead."""
-    error = record.exc_info[1] if record.exc_info else None
-    if isinstance(error, HttpProcessingError):
-        record.levelno, record.levelname = logging.WARNING, "WARNING"
-        record.msg, record.args, record.exc_info = (
-            "refused a malformed HTTP request: %s",
-            (error.message.splitlines()[0] if error.message else type(error).__name__,),
-            None,
-        )
-    return True
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -237,8 +215,7 @@ def _trail_path(args: argparse.Namespace, environ: Mapping[str, str]) -> Path | 
             return None
         audit = doc.data.get("audit") if isinstance(doc.data, dict) else None
         name = audit.get("path", "audit.jsonl") if isinstance(audit, dict) else "audit.jsonl"
-        state = environ.get("STATE_DIRECTORY", "").split(":", 1)[0]
-        return (Path(state) if state else args.config.parent) / str(name)
+        return state_base(args.config, environ) / str(name)
     return config.audit.path
 
 
@@ -405,10 +382,9 @@ def _daemon_options(parser: argparse.ArgumentParser, environ: Mapping[str, str])
     )
 
 
-async def manage_dead_letters(args: argparse.Namespace) -> int:
+def manage_dead_letters(args: argparse.Namespace) -> int:
     """`automationd dead-letters list|retry|drop` against the running daemon; 0 when every
     request succeeded, 1 otherwise, 2 for a command that cannot be sent."""
-    daemon = client.Daemon(args.url, args.token)
     name = f"automationd dead-letters {args.letters}"
     selected = {
         key: value
@@ -421,68 +397,16 @@ async def manage_dead_letters(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        async with aiohttp.ClientSession() as session:
-            if args.letters == "list":
-                return await _list_letters(daemon, session, selected, args.json, name)
-            if args.letters == "drop" and not args.ids:
-                params = selected if selected else {"all": "true"}
-                answer = await daemon.call(session, "DELETE", "/dead-letters", params)
-                if answer.status != 200 or not isinstance(answer.body, dict):
-                    print(f"{name}: {answer.error()}", file=sys.stderr)
-                    return 1
-                print(f"dropped {answer.body['dropped']}")
-                return 0
-            failed = 0
-            for letter in args.ids:
-                if args.letters == "retry":
-                    answer = await daemon.call(session, "POST", f"/dead-letters/{letter}/retry")
-                    done = answer.status == 202
-                else:
-                    answer = await daemon.call(session, "DELETE", f"/dead-letters/{letter}")
-                    done = answer.status == 200
-                if done:
-                    print(f"{'retrying' if args.letters == 'retry' else 'dropped'} {letter}")
-                else:
-                    failed += 1
-                    print(f"{name}: {letter}: {answer.error()}", file=sys.stderr)
-            return 1 if failed else 0
-    except client.Unreachable as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return 1
-
-
-async def _list_letters(
-    daemon: client.Daemon,
-    session: aiohttp.ClientSession,
-    selected: dict[str, str],
-    as_json: bool,
-    name: str,
-) -> int:
-    """Print every selected dead letter, a page at a time."""
-    after = "0"
-    shown = 0
-    while True:
-        answer = await daemon.call(session, "GET", "/dead-letters", {**selected, "after": after})
-        if answer.status != 200 or not isinstance(answer.body, dict):
-            print(f"{name}: {answer.error()}", file=sys.stderr)
-            return 1
-        for letter in answer.body["dead_letters"]:
-            shown += 1
-            if as_json:
-                print(json.dumps(letter, ensure_ascii=False))
-                continue
-            print(
-                f"{letter['id']:>6}  {letter['failed_at']}  {letter['automation']} "
-                f"#{letter['action_index']} {letter['action']}  "
-                f"{letter['attempts']} attempt(s), {letter['runs']} run(s)  {letter['error']}"
-            )
-        if "next_after" not in answer.body:
-            break
-        after = str(answer.body["next_after"])
-    if not as_json:
-        print(f"{shown} dead letter{'s' if shown != 1 else ''}")
-    return 0
+    return asyncio.run(
+        client.dead_letters(
+            client.Daemon(args.url, args.token),
+            args.letters,
+            getattr(args, "ids", []),
+            selected,
+            as_json=getattr(args, "json", False),
+            name=name,
+        )
+    )
 
 
 def send_event(args: argparse.Namespace) -> int:
@@ -532,21 +456,7 @@ def send_event(args: argparse.Namespace) -> int:
                 )
                 return 2
         body = json.dumps(event).encode()
-    return asyncio.run(_post_events(client.Daemon(args.url, args.token), body))
-
-
-async def _post_events(daemon: client.Daemon, body: bytes) -> int:
-    try:
-        async with aiohttp.ClientSession() as session:
-            answer = await daemon.call(session, "POST", "/events", body=body)
-    except client.Unreachable as exc:
-        print(f"automationd send: {exc}", file=sys.stderr)
-        return 1
-    print(answer.text)
-    if answer.status != 202:
-        print(f"automationd send: the daemon answered {answer.status}", file=sys.stderr)
-        return 1
-    return 0
+    return asyncio.run(client.post_events(client.Daemon(args.url, args.token), body))
 
 
 def check_files(paths: Sequence[Path], environ: Mapping[str, str], *, secrets: bool = False) -> int:
@@ -574,239 +484,3 @@ def check_files(paths: Sequence[Path], environ: Mapping[str, str], *, secrets: b
                 )
             print(f"{path}: OK ({summary})")
     return status
-
-
-async def serve(config: Config, environ: Mapping[str, str]) -> int:
-    """Run the daemon until SIGTERM or SIGINT, then stop gracefully.
-
-    Reloads on SIGHUP, POST /reload and every save of the rules file; tells systemd when it
-    is ready, reloading and stopping, and pings its watchdog from the event loop."""
-    server = config.server
-    open_files = raise_open_file_limit()
-    max_connections = connection_cap(server.max_connections, open_files)
-    if max_connections < server.max_connections:
-        log.warning(
-            "max_connections lowered from %d to %d: the open-file limit is %s",
-            server.max_connections,
-            max_connections,
-            open_files,
-        )
-    throttle_accept_errors(asyncio.get_running_loop())
-    notifier = Notifier(environ)
-    engine = Engine(config, environ=environ, notifier=notifier)
-    runner = web.AppRunner(
-        create_app(engine),
-        access_log=None,
-        handle_signals=False,
-        keepalive_timeout=server.idle_timeout,
-    )
-    try:
-        await runner.setup()
-    except (OSError, StateError) as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-    stop = _stop_on_signals()
-    loop = asyncio.get_running_loop()
-    watcher = await start_watching(
-        config.source,
-        lambda: engine.reload("watch", force=False),
-        stop,
-        settle=lambda: engine.config.reload.settle,
-    )
-    try:
-        tls = _tls_context(server.tls)
-    except (OSError, ssl.SSLError) as exc:
-        log.error("cannot start: TLS certificate or key: %s", exc)
-        await runner.cleanup()
-        return 1
-    reloads: set[asyncio.Task[object]] = set()
-
-    def reload_on_sighup() -> None:
-        task = loop.create_task(engine.reload("SIGHUP"))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    # before "listening" and READY=1: a SIGHUP sent as soon as either is seen must reload,
-    # not meet the default action, which ends the process
-    loop.add_signal_handler(signal.SIGHUP, reload_on_sighup)
-    listener = await _bind(
-        runner,
-        server.host,
-        server.port,
-        f"automationd {__version__}",
-        tls,
-        max_connections=max_connections,
-        header_timeout=server.header_timeout,
-        metrics=engine.metrics,
-    )
-    if listener is None:
-        stop.set()
-        await asyncio.gather(watcher, return_exceptions=True)
-        return 1
-    engine.listening = True
-    notifier.ready(engine.status())
-    background = [watcher, loop.create_task(notifier.watchdog())]
-    await stop.wait()
-    notifier.stopping()
-    log.info("stopping: no new events; running actions get up to 30 s")
-    loop.remove_signal_handler(signal.SIGHUP)
-    for task in background:
-        task.cancel()
-    await asyncio.gather(*background, *reloads, return_exceptions=True)
-    listener.close()
-    await runner.cleanup()
-    notifier.close()
-    log.info("stopped")
-    return 0
-
-
-def _tls_context(files: tuple[Path, Path] | None) -> ssl.SSLContext | None:
-    """The server's TLS context from server.tls (certificate chain and key, PEM)."""
-    if files is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(files[0]), str(files[1]))
-    return context
-
-
-async def _bind(
-    runner: web.AppRunner,
-    host: str,
-    port: int,
-    name: str,
-    tls: ssl.SSLContext | None = None,
-    *,
-    max_connections: int = DEFAULT_SERVER.max_connections,
-    header_timeout: float = DEFAULT_SERVER.header_timeout,
-    metrics: Metrics | None = None,
-) -> asyncio.Server | None:
-    """Listen for the runner's app and log the address; None (logged, cleaned up) when it
-    cannot. Connections go through a Gate (connections.py): at most `max_connections` open,
-    `header_timeout` seconds for each request's headers (and for the TLS handshake). Close
-    the returned server before `runner.cleanup()`."""
-    assert runner.server is not None, "runner.setup() comes first"
-    gate = Gate(
-        runner.server,
-        max_connections=max_connections,
-        header_timeout=header_timeout,
-        tls=tls,  # the Gate upgrades admitted connections itself
-        closed=metrics.connection_closed if metrics else lambda _reason: None,
-    )
-    if metrics is not None:
-        metrics.connections_open.set_function(lambda: gate.open)
-    loop = asyncio.get_running_loop()
-    try:
-        listener = await loop.create_server(gate, host, port, backlog=BACKLOG)
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
-        await runner.cleanup()
-        return None
-    for sock in listener.sockets:
-        bound_host, bound_port = sock.getsockname()[:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        log.info("%s listening on %s://%s:%d", name, "https" if tls else "http", shown, bound_port)
-    return listener
-
-
-def _stop_on_signals() -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    return stop
-
-
-async def receive_webhooks(host: str, port: int, status: int | None) -> int:
-    """`automationd receive`: print each request as one JSON line, and answer it as the
-    service it stands in for would, so that every HTTP action kind pointed at it succeeds:
-    PagerDuty's `/v2/enqueue` 202, Twilio's `.../Messages.json` 201 with a message, Prefect's
-    `set_state` 201 ACCEPT, `create_flow_run` 201 with a run (200 with the same run for a
-    known idempotency key), `pause_deployment` 200, a Teams card (`"type": "message"`) 202,
-    anything else (Slack, webhooks) 200 with the body `ok`, which is what Slack answers.
-    With `status`, every request gets that status instead (to try failures)."""
-    runs: dict[str, dict[str, object]] = {}  # flow runs "created", by idempotency key
-
-    def as_service(path: str, body: object) -> web.Response:
-        fields = body if isinstance(body, dict) else {}
-        if path.endswith("/v2/enqueue"):
-            dedup_key = fields.get("dedup_key")
-            answer = {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
-            return web.json_response(answer, status=202)
-        if twilio := re.search(r"/2010-04-01/Accounts/([^/]+)/Messages\.json$", path):
-            message = {
-                "sid": f"SM{uuid.uuid4().hex}",
-                "account_sid": twilio.group(1),
-                "messaging_service_sid": fields.get("MessagingServiceSid"),
-                "to": fields.get("To"),
-                "body": fields.get("Body"),
-                "status": "accepted",
-            }
-            return web.json_response(message, status=201)
-        if path.endswith("/set_state"):
-            state = fields.get("state")
-            accepted: dict[str, object] = {"status": "ACCEPT", "details": {}, "state": state}
-            return web.json_response(accepted, status=201)
-        if path.endswith("/pause_deployment"):
-            return web.json_response(None)
-        if deployment := re.search(r"/deployments/([^/]+)/create_flow_run$", path):
-            key = str(fields.get("idempotency_key") or uuid.uuid4())
-            if key in runs:
-                return web.json_response(runs[key])
-            runs[key] = {
-                "id": str(uuid.uuid4()),
-                "name": f"received-run-{len(runs) + 1}",
-                "deployment_id": deployment.group(1),
-                "parameters": fields.get("parameters", {}),
-                "idempotency_key": key,
-                "state": {"type": "SCHEDULED", "name": "Scheduled"},
-            }
-            return web.json_response(runs[key], status=201)
-        if fields.get("type") == "message" and "attachments" in fields:
-            return web.Response(status=202)  # a Teams Workflows webhook
-        return web.Response(text="ok")
-
-    def as_told(told: int) -> web.Response:
-        if told < 200 or told in (204, 304):
-            return web.Response(status=told)
-        text = "ok" if told < 300 else f"automationd receive answers {told} (--status)"
-        return web.Response(status=told, text=text)
-
-    async def handle(request: web.Request) -> web.Response:
-        raw = await request.read()
-        body: object
-        if request.content_type == "application/x-www-form-urlencoded":  # Twilio
-            body = dict(urllib.parse.parse_qsl(raw.decode("utf-8", "replace")))
-        else:
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw.decode("utf-8", "replace")
-        response = as_service(request.path, body) if status is None else as_told(status)
-        record = {
-            "time": format_timestamp(utc_now()),
-            "method": request.method,
-            "path": request.path_qs,
-            "headers": {
-                k: v
-                for k, v in request.headers.items()
-                if k.lower() not in {"host", "content-length"}
-            },
-            "body": body,
-            "answered": response.status,
-        }
-        print(json.dumps(record, ensure_ascii=False), flush=True)
-        return response
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    listener = await _bind(runner, host, port, "receiving webhooks (Ctrl-C to stop);")
-    if listener is None:
-        return 1
-    await _stop_on_signals().wait()
-    listener.close()
-    await runner.cleanup()
-    return 0

@@ -288,6 +288,14 @@ def parse_config(
     return config
 
 
+def state_base(source: Path, environ: Mapping[str, str]) -> Path:
+    """Where relative state and audit paths resolve: the first directory systemd names in
+    `$STATE_DIRECTORY`, else the directory of the rules file `source`. The daemon and the
+    commands that find its files without loading the rules (`audit`) both go by it."""
+    state_directory = environ.get("STATE_DIRECTORY", "").split(":", 1)[0]
+    return Path(state_directory) if state_directory else source.parent
+
+
 def _where(path: DocPath) -> str:
     out = ""
     for part in path:
@@ -415,9 +423,9 @@ class _Checker:
         data = self.doc.data
         if not isinstance(data, dict):
             return None
-        state_directory = self.environ.get("STATE_DIRECTORY", "").split(":", 1)[0]
+        base = state_base(source, self.environ)
         server = self._server(data.get("server") or {})
-        audit = self._audit(data.get("audit") or {}, source, state_directory or None)
+        audit = self._audit(data.get("audit") or {}, base)
         secrets = self._secrets(data.get("secrets"))
         smtp = self._smtp(data.get("smtp"))
         prefect = self._prefect(data.get("prefect"))
@@ -430,7 +438,6 @@ class _Checker:
         resolver = EventTypeResolver(event_types)
         self.retry, self.has_smtp, self.has_prefect = retry, smtp is not None, prefect is not None
         automations = self._automations(data.get("automations"), resolver)
-        base = Path(state_directory) if state_directory else source.parent
         state = self._state(data.get("state"), base)
         flow_slas = self._flow_slas(data.get("flow_slas"), resolver)
         agent_slas = self._agent_slas(data.get("agent_slas"))
@@ -777,12 +784,9 @@ class _Checker:
             self.add(("server", "tokens_file"), f"the tokens file {path} holds no token")
         return tokens
 
-    def _audit(
-        self, raw: dict[str, Any], source: Path, state_directory: str | None
-    ) -> AuditConfig | None:
+    def _audit(self, raw: dict[str, Any], base: Path) -> AuditConfig | None:
         if not self.clean(("audit",)):
             return None
-        base = Path(state_directory) if state_directory else source.parent
         return AuditConfig(
             base / str(raw.get("path", "audit.jsonl")), str(raw.get("fsync", "batch"))
         )

@@ -1,8 +1,11 @@
-"""Deadlines: things that must happen by a time, armed and disarmed by key, kept across restarts.
+"""Deadlines: things that must happen by a time, armed and disarmed by kind and key, kept
+across restarts.
 
-`Deadlines` is the seam the SLA logic talks to; tests drive it with a manual clock. The real
-one, `ScheduledDeadlines`, is APScheduler 3's `AsyncIOScheduler` over a job store of our own
-(`DeadlineJobStore`) whose rows live in the state store. The job store keeps only (due, key)
+A deadline's `kind` names what owns it ("flow_sla", "agent_sla"): its owner lists and is
+handed the deadlines of its kinds, and the key tells them apart within the kind. `Deadlines`
+is the seam the SLA logic talks to; tests drive it with a manual clock. The real one,
+`ScheduledDeadlines`, is APScheduler 3's `AsyncIOScheduler` over a job store of our own
+(`DeadlineJobStore`) whose rows live in the store. The job store keeps only (due, job id)
 pairs in memory and builds APScheduler `Job`s for the few that are due, so 100,000 armed
 deadlines cost a few megabytes, and arming one is a single committed row.
 
@@ -17,8 +20,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -27,48 +29,47 @@ from apscheduler.jobstores.base import BaseJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from automationd.state import StateStore
+from automationd.store import Deadline, Store
 
 log = logging.getLogger("automationd.deadlines")
 
 WAKEUP_SECONDS = 1.0
 
-OnDue = Callable[[str, dict[str, object]], Awaitable[None]]
-"""Called with a deadline's key and payload when it passes."""
+OnDue = Callable[[str, str, dict[str, object]], Awaitable[None]]
+"""Called with a deadline's kind, key and payload when it passes."""
 
-
-@dataclass(frozen=True, slots=True)
-class Armed:
-    """One armed deadline."""
-
-    key: str
-    due: float
-    payload: dict[str, object]
+Armed = Deadline
+"""One armed deadline: kind, key, due time (Unix seconds) and payload."""
 
 
 class Deadlines(Protocol):
     """Arm, disarm and list deadlines; when one passes, the owner's callback runs."""
 
-    def arm(self, key: str, due: float, payload: dict[str, object]) -> None: ...
+    def arm(self, kind: str, key: str, due: float, payload: dict[str, object]) -> None: ...
 
-    def arm_many(self, rows: list[tuple[str, float, dict[str, object]]]) -> None: ...
+    def arm_many(self, deadlines: Sequence[Armed]) -> None: ...
 
-    def disarm(self, key: str) -> bool:
-        """Disarm; False when nothing was armed under `key`."""
+    def disarm(self, kind: str, key: str) -> bool:
+        """Disarm; False when nothing was armed under `kind` and `key`."""
         ...
 
-    def get(self, key: str) -> Armed | None: ...
+    def get(self, kind: str, key: str) -> Armed | None: ...
 
-    def armed(self, prefix: str = "") -> Iterator[Armed]:
-        """Every armed deadline whose key starts with `prefix`, soonest first."""
+    def armed(self, kind: str, prefix: str = "") -> Iterator[Armed]:
+        """Every armed deadline of `kind` whose key starts with `prefix`, soonest first."""
         ...
+
+
+def job_id(kind: str, key: str) -> str:
+    """The one string APScheduler knows a deadline by (a kind holds no \x1f)."""
+    return f"{kind}\x1f{key}"
 
 
 class DeadlineJobStore(BaseJobStore):  # type: ignore[misc]
-    """An APScheduler job store over the `deadlines` rows of the state store.
+    """An APScheduler job store over the `deadlines` rows of the store.
 
     Deadlines are armed through `ScheduledDeadlines`, not `scheduler.add_job`; the store
-    hands APScheduler a `Job` for each deadline that is due."""
+    hands APScheduler a `Job` for each deadline that is due. Jobs are known by `job_id`."""
 
     def __init__(self, fire: Callable[[str, float], Awaitable[None]]) -> None:
         super().__init__()
@@ -155,9 +156,9 @@ class DeadlineJobStore(BaseJobStore):  # type: ignore[misc]
 
 
 class ScheduledDeadlines:
-    """Deadlines persisted in the state store and fired by APScheduler's AsyncIOScheduler."""
+    """Deadlines persisted in the store and fired by APScheduler's AsyncIOScheduler."""
 
-    def __init__(self, store: StateStore, on_due: OnDue) -> None:
+    def __init__(self, store: Store, on_due: OnDue) -> None:
         self._store = store
         self._on_due = on_due
         self._jobs = DeadlineJobStore(self._fire)
@@ -167,8 +168,8 @@ class ScheduledDeadlines:
 
     def start(self) -> None:
         """Load every armed deadline and start firing them (past ones at once)."""
-        for key, due in self._store.deadline_times():
-            self._jobs.put(key, due)
+        for kind, key, due in self._store.deadline_times():
+            self._jobs.put(job_id(kind, key), due)
         scheduler = AsyncIOScheduler(
             timezone=UTC,
             jobstores={"default": self._jobs},
@@ -194,53 +195,54 @@ class ScheduledDeadlines:
             if self._scheduler is not None:
                 self._scheduler.wakeup()
 
-    def arm(self, key: str, due: float, payload: dict[str, object]) -> None:
-        self._store.put_deadline(key, due, payload)
-        self._track(key, due)
+    def arm(self, kind: str, key: str, due: float, payload: dict[str, object]) -> None:
+        self._store.put_deadline(Armed(kind, key, due, payload))
+        self._track(job_id(kind, key), due)
 
-    def arm_many(self, rows: list[tuple[str, float, dict[str, object]]]) -> None:
-        self._store.put_deadlines(rows)
-        for key, due, _ in rows:
-            self._track(key, due)
+    def arm_many(self, deadlines: Sequence[Armed]) -> None:
+        self._store.put_deadlines(deadlines)
+        for armed in deadlines:
+            self._track(job_id(armed.kind, armed.key), armed.due)
 
-    def _track(self, key: str, due: float) -> None:
-        if self._jobs.put(key, due) and self._scheduler is not None:
+    def _track(self, job: str, due: float) -> None:
+        if self._jobs.put(job, due) and self._scheduler is not None:
             self._scheduler.wakeup()
 
-    def disarm(self, key: str) -> bool:
+    def disarm(self, kind: str, key: str) -> bool:
+        job = job_id(kind, key)
         known = (
-            self._jobs.forget(key) or key in self._running or self._store.deadline(key) is not None
+            self._jobs.forget(job)
+            or job in self._running
+            or self._store.deadline(kind, key) is not None
         )
-        self._store.delete_deadline(key)
+        self._store.delete_deadline(kind, key)
         return known
 
-    def get(self, key: str) -> Armed | None:
-        found = self._store.deadline(key)
-        return None if found is None else Armed(key, found[0], found[1])
+    def get(self, kind: str, key: str) -> Armed | None:
+        return self._store.deadline(kind, key)
 
-    def armed(self, prefix: str = "") -> Iterator[Armed]:
-        for key, due, payload in self._store.deadlines(prefix):
-            yield Armed(key, due, payload)
+    def armed(self, kind: str, prefix: str = "") -> Iterator[Armed]:
+        return self._store.deadlines(kind, prefix)
 
     def __len__(self) -> int:
         return len(self._jobs)
 
-    async def _fire(self, key: str, due: float) -> None:
+    async def _fire(self, job: str, due: float) -> None:
         """Run the callback of a due deadline, then delete its row (unless re-armed)."""
-        found = self._store.deadline(key)
+        kind, _, key = job.partition("\x1f")
+        found = self._store.deadline(kind, key)
         if found is None:
             return  # disarmed after it fell due
-        stored_due, payload = found
-        if stored_due != due:
-            self._track(key, stored_due)  # re-armed for another time meanwhile
+        if found.due != due:
+            self._track(job, found.due)  # re-armed for another time meanwhile
             return
-        self._running.add(key)
+        self._running.add(job)
         try:
-            await self._on_due(key, payload)
+            await self._on_due(kind, key, found.payload)
         except Exception:
-            log.exception("deadline %s: its callback failed", key)
+            log.exception("deadline %s: its callback failed", job)
         finally:
-            self._running.discard(key)
-        current = self._store.deadline(key)
-        if current is not None and current[0] == due:
-            self._store.delete_deadline(key)
+            self._running.discard(job)
+        current = self._store.deadline(kind, key)
+        if current is not None and current.due == due:
+            self._store.delete_deadline(kind, key)

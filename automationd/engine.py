@@ -14,7 +14,6 @@ import gc
 import hashlib
 import logging
 import random
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,10 +32,11 @@ from automationd.events import EventError, EventTypeResolver, format_timestamp, 
 from automationd.journal import Journal
 from automationd.matching import AutomationIndex
 from automationd.metrics import Metrics
-from automationd.prefect_events import POSITION_FLAG, PrefectSubscription
+from automationd.prefect_events import PrefectSubscription
 from automationd.secrets import Redactor
 from automationd.sla import SlaTracker
-from automationd.state import LetterFilter, StateStore
+from automationd.store import LetterFilter, Store, StoreError
+from automationd.store.sqlite import SqliteStore
 from automationd.systemd import Notifier
 
 log = logging.getLogger("automationd.engine")
@@ -45,8 +45,6 @@ STOP_GRACE_SECONDS = 30.0
 DROP_BATCH = 5000
 """Dead letters dropped in one transaction."""
 PRUNE_SECONDS = 600.0
-COOLDOWN = "cooldown\x1f"
-"""State flags holding when each automation's cooldown for a key ends."""
 
 
 def utc_now() -> datetime:
@@ -174,12 +172,14 @@ class Engine:
         self.listening = False
         self._reload_lock = asyncio.Lock()
         self.audit = AuditLog(config.audit.path, fsync=config.audit.fsync, clock=clock)
-        self.store = StateStore(config.state.path)
+        self.store: Store = SqliteStore(config.state.path)
         self.deadlines = ScheduledDeadlines(self.store, self._deadline_passed)
         self.sla = SlaTracker(self.deadlines, self.store, self.audit, self.emit, clock)
         state = config.state
         self.journal = (
-            Journal(state.path, dedup_window=state.dedup_window, on_commit=self._committed)
+            Journal(
+                self.store, state.path, dedup_window=state.dedup_window, on_commit=self._committed
+            )
             if state.journal
             else None
         )
@@ -366,12 +366,12 @@ class Engine:
             "rules_loaded": True,
             "listening": self.listening,
             "audit_writable": self.audit.healthy,
-            "state_writable": self.store.healthy,
+            "state_writable": self.store.writable(),
             "journal_writable": self.journal is None or self.journal.healthy,
         }
 
-    async def _deadline_passed(self, key: str, payload: dict[str, object]) -> None:
-        await self.sla.on_due(key, payload)
+    async def _deadline_passed(self, kind: str, key: str, payload: dict[str, object]) -> None:
+        await self.sla.on_due(kind, key, payload)
 
     async def emit(self, raw: dict[str, object]) -> None:
         """Accept an event the daemon made itself (an SLA failure): journaled, audited and
@@ -405,8 +405,7 @@ class Engine:
             except EventError as exc:
                 if not batch:
                     raise
-                where = f"[{i}]" + (f".{exc.field}" if exc.field else "")
-                raise EventError(f"event {i} of the batch: {exc.message}", where, i) from None
+                raise exc.in_batch(i) from None
         if source == "http" and self.backlog + len(events) > rules.config.server.queue_size:
             raise Busy(len(events))
         bodies = [jsontext.dumps(e) for e in events]
@@ -446,14 +445,14 @@ class Engine:
             config.secrets,
             self._http,
             self._ingest_prefect,
-            (lambda: self.store.flag(POSITION_FLAG), self._save_prefect_position),
+            (self.store.prefect_position, self._save_prefect_position),
         )
         self.prefect.start()
 
     def _save_prefect_position(self, stamp: str) -> None:
         try:
-            self.store.set_flag(POSITION_FLAG, stamp)
-        except sqlite3.Error as exc:  # the catch-up after a restart starts earlier, no loss
+            self.store.set_prefect_position(stamp)
+        except StoreError as exc:  # the catch-up after a restart starts earlier, no loss
             log.error("cannot keep the Prefect event position: %s", exc)
 
     async def _ingest_prefect(self, events: list[dict[str, object]]) -> None:
@@ -549,9 +548,9 @@ class Engine:
             keep = max(state.retention, state.dedup_window)
             now = self.clock().timestamp()
             try:
-                self.store.prune_flags(COOLDOWN, now)
+                self.store.prune_cooldowns(now)
                 pruned = self.store.prune(now - keep) if self.journal is not None else 0
-            except sqlite3.Error as exc:
+            except StoreError as exc:
                 log.error("cannot prune the journal: %s", exc)
             else:
                 if pruned:
@@ -648,14 +647,14 @@ class Engine:
         return (key, round(left, 3)) if left > 0 else None
 
     def _cooldown_until(self, automation: Automation, key: str) -> float:
-        until = self.store.flag(f"{COOLDOWN}{automation.name}\x1f{key}")
-        return float(until) if until is not None else 0.0
+        until = self.store.cooldown_until(automation.name, key)
+        return until if until is not None else 0.0
 
     def _cooling_down(self, automation: Automation, event: dict[str, object]) -> bool:
         """Whether a cooldown holds this firing back; if not, start the cooldown now.
 
-        Cooldowns live in the state store (a flag per automation and rendered key holding
-        when it ends), so they survive restarts."""
+        Cooldowns live in the store (when each automation's cooldown for a rendered key
+        ends), so they survive restarts."""
         cooldown = automation.cooldown
         if cooldown is None:
             return False
@@ -672,7 +671,7 @@ class Engine:
             )
             self.metrics.automations_suppressed.labels(automation.name).inc()
             return True
-        self.store.set_flag(f"{COOLDOWN}{automation.name}\x1f{key}", repr(now + cooldown.seconds))
+        self.store.set_cooldown(automation.name, key, now + cooldown.seconds)
         return False
 
     async def send_test(self, automation: Automation, event: dict[str, object]) -> bool:
@@ -913,7 +912,7 @@ class Engine:
             else:
                 self._outstanding.pop(event_id, None)
                 self.journal.set_done(event_id)
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             log.error(
                 "cannot record the outcome of %s #%d for event %s: %s",
                 automation,

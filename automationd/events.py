@@ -239,6 +239,12 @@ class EventError(ValueError):
         self.field = field
         self.index = index
 
+    def in_batch(self, index: int, item: str = "event") -> EventError:
+        """This error as item `index` of a batch: "event 2 of the batch: ..." with the field
+        at "[2].type", so the sender knows which of its events to fix."""
+        where = f"[{index}]" + (f".{self.field}" if self.field else "")
+        return EventError(f"{item} {index} of the batch: {self.message}", where, index)
+
 
 class _Rejected(Exception):
     def __init__(self, message: str, field: str | None) -> None:

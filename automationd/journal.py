@@ -8,13 +8,13 @@ covers many events. A thread of its own does this, back to back, without waiting
 event loop to start each one.
 
 Duplicates are decided before the append: an id accepted within `dedup_window` is a duplicate
-whether it is still in memory (appended, not yet in the database) or in the `events` table of
-the state store. The table keeps every event for the dedup window (and `retention`) and the
-progress of each (which automations fired, each action's outcome, done). The thread writes
-the events and the progress queued since the last write in one SQLite transaction every
-FLUSH_SECONDS, not per request: one write of each database page for many events. Those
-commits are not fsynced (`synchronous=NORMAL`): they survive the process being killed, and
-the segment files cover a power loss. About once a second (SYNC_SECONDS) a fully synced
+whether it is still in memory (appended, not yet in the database) or already in the store.
+The store keeps every event for the dedup window (and `retention`) and the progress of each
+(which automations fired, each action's outcome, done). The thread writes the events and the
+progress queued since the last write in one transaction every FLUSH_SECONDS, through a
+connection of its own (`Store.journal_writer`), not per request: one write of each database
+page for many events. Those commits are not synced: they survive the process being killed,
+and the segment files cover a power loss. About once a second (SYNC_SECONDS) a fully synced
 commit makes everything before it durable in the database, and the segments it covers are
 deleted. On start, the segments left over are written into the database again (an event
 already there keeps its row), so an event whose 202 was sent is never lost; the progress of
@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -40,24 +39,22 @@ from pathlib import Path
 from typing import NamedTuple
 
 from automationd import jsontext
-from automationd.state import StateError
+from automationd.store import (
+    JournaledEvent,
+    JournalWriter,
+    Matched,
+    Outcome,
+    Progress,
+    Store,
+    StoreError,
+)
 
 log = logging.getLogger("automationd.journal")
 
-UPSERT = (
-    "INSERT INTO events (id, accepted, body, done) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (id) DO UPDATE SET accepted = excluded.accepted, body = excluded.body, "
-    "matched = NULL, done = excluded.done WHERE events.accepted < excluded.accepted - {window!r}"
-)
-"""Insert, or take the id over when its earlier use is older than the dedup window (the
-append decided so); an id already there within the window keeps its row. The window (a
-float) is written into the statement: one parameter less per row."""
-CHUNK = 500
-"""Ids per `IN (...)` list."""
 FLUSH_SECONDS = 0.05
 """How long events and progress wait in memory before they are written to the database."""
 SYNC_SECONDS = 1.0
-"""How often a fully synced SQLite commit lets the segments before it go."""
+"""How often a fully synced commit lets the segments before it go."""
 SEGMENT_BYTES = 64 << 20
 """A segment larger than this is closed and a new one begun, even within SYNC_SECONDS."""
 MAX_UNWRITTEN = 200_000
@@ -142,12 +139,6 @@ class _Append(NamedTuple):
     future: asyncio.Future[list[bool]]
 
 
-class _Note(NamedTuple):
-    event_id: str
-    statement: str
-    params: tuple[object, ...]
-
-
 class _Done(NamedTuple):
     event_id: str
 
@@ -156,22 +147,27 @@ class Journal:
     """Group-committed, fdatasynced appends of accepted events, with duplicate detection."""
 
     def __init__(
-        self, path: Path, *, dedup_window: float, on_commit: Callable[[int], None] | None = None
+        self,
+        store: Store,
+        path: Path,
+        *,
+        dedup_window: float,
+        on_commit: Callable[[int], None] | None = None,
     ) -> None:
         self.path = path
+        self._store = store
         self._on_commit = on_commit
         self.dedup_window = dedup_window
-        self._upsert = UPSERT.format(window=float(dedup_window))
         self.healthy = False
-        self._db: sqlite3.Connection | None = None
-        self._inbox: queue.SimpleQueue[_Append | _Note | _Done | None] = queue.SimpleQueue()
+        self._db: JournalWriter | None = None
+        self._inbox: queue.SimpleQueue[_Append | Progress | _Done | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._segment: _Segment | None = None
         # what the thread has not written to the database yet: appended events by id
-        # (accepted, body), progress statements, finished event ids; since when
+        # (accepted, body), progress, finished event ids; since when
         self._unwritten: dict[str, tuple[float, str]] = {}
-        self._notes: list[_Note] = []
+        self._notes: list[Progress] = []
         self._done: set[str] = set()
         self._waiting_since: float | None = None
 
@@ -181,30 +177,28 @@ class Journal:
         return self.path.with_name(self.path.name + "-events")
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def _writer(self) -> JournalWriter:
+        """The journal's own connection to the store."""
         if self._db is None:
-            raise sqlite3.OperationalError("the journal is closed")
+            raise StoreError("the journal is closed")
         return self._db
 
     def open(self) -> None:
-        """Open the journal's own connection (the tables are the state store's), write the
-        segments a crash or power loss left into it, and start the journal thread. Raises
-        StateError saying why it cannot."""
+        """Open the journal's own connection to the store, write the segments a crash or
+        power loss left into it, and start the journal thread. Raises StoreError saying why
+        it cannot."""
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db = self._store.journal_writer(self.dedup_window)
             self.directory.mkdir(exist_ok=True)
             left = sorted(p for p in self.directory.glob("*.log") if p.stem.isdigit())
             replayed = self._replay(left)
             last = max((int(p.stem) for p in left), default=0)
             self._segment = _Segment(self.directory / f"{last + 1:08d}.log")
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, StoreError) as exc:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-            raise StateError(f"cannot open the journal {self.directory}: {exc}") from None
+            raise StoreError(f"cannot open the journal {self.directory}: {exc}") from None
         if replayed:
             log.info("recovered %d events from the journal's segment files", replayed)
         self.healthy = True
@@ -215,8 +209,8 @@ class Journal:
     def _replay(self, segments: list[Path]) -> int:
         """Write the events of `segments` into the database, sync, delete the segments."""
         rows = [row for path in segments for row in _records(path)]
-        self._write_events([(i, at, body, 0) for i, at, body in rows], [], [])
-        self._sync_database()
+        self._writer.write([JournaledEvent(i, at, body, False) for i, at, body in rows], [], [])
+        self._writer.sync()
         for path in segments:
             path.unlink()
         return len(rows)
@@ -244,35 +238,18 @@ class Journal:
         self._inbox.put(_Append([(event_id, now, body) for event_id, body in events], done))
         return await done
 
-    def _note(self, event_id: str, statement: str, *params: object) -> None:
-        """Queue a progress write about an event (which automations fired, an action's
-        outcome): the journal's connection is the only writer of events, so the event loop
-        never waits for its lock, and progress rides on the writes events make anyway."""
-        self._inbox.put(_Note(event_id, statement, params))
+    # Progress (which automations fired, an action's outcome) is queued for the journal
+    # thread: its connection is the only writer of events, so the event loop never waits for
+    # its lock, and progress rides on the writes events make anyway.
 
     def set_matched(self, event_id: str, automations: list[str], *, done: bool) -> None:
         if done and not automations:  # the common case: usually written with the event
             self._inbox.put(_Done(event_id))
             return
-        self._note(
-            event_id,
-            "UPDATE events SET matched = ?, done = ? WHERE id = ?",
-            json.dumps(automations),
-            int(done),
-            event_id,
-        )
+        self._inbox.put(Matched(event_id, tuple(automations), done))
 
     def set_outcome(self, event_id: str, automation: str, index: int, outcome: str) -> None:
-        self._note(
-            event_id,
-            "INSERT INTO action_outcomes (event_id, automation, action_index, outcome) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (event_id, automation, action_index) "
-            "DO UPDATE SET outcome = excluded.outcome",
-            event_id,
-            automation,
-            index,
-            outcome,
-        )
+        self._inbox.put(Outcome(event_id, automation, index, outcome))
 
     def set_done(self, event_id: str) -> None:
         self._inbox.put(_Done(event_id))
@@ -291,7 +268,7 @@ class Journal:
                     closing = True
                 elif isinstance(item, _Append):
                     appends.append(item)
-                elif isinstance(item, _Note):
+                elif isinstance(item, Matched | Outcome):
                     self._notes.append(item)
                 else:
                     self._done.add(item.event_id)
@@ -306,7 +283,7 @@ class Journal:
                 self._waiting_since = time.monotonic()
             self._write_when_due(force=closing)
 
-    def _take(self, timeout: float | None) -> list[_Append | _Note | _Done | None]:
+    def _take(self, timeout: float | None) -> list[_Append | Progress | _Done | None]:
         try:
             work = [self._inbox.get(timeout=timeout)]
         except queue.Empty:
@@ -332,7 +309,7 @@ class Journal:
         if len(self._unwritten) > MAX_UNWRITTEN:
             raise JournalError("the state database has not been writable for a while")
         rows = [row for append in appends for row in append.rows]
-        known = self._accepted_at({event_id for event_id, _, _ in rows})
+        known = self._writer.accepted_at({event_id for event_id, _, _ in rows})
         window = self.dedup_window
         fresh: list[bool] = []
         new: dict[str, tuple[float, str]] = {}
@@ -354,17 +331,6 @@ class Journal:
             results.append(fresh[: len(append.rows)])
             fresh = fresh[len(append.rows) :]
         return results
-
-    def _accepted_at(self, ids: set[str]) -> dict[str, float]:
-        """When each of `ids` already in the database was accepted."""
-        known: dict[str, float] = {}
-        listed = list(ids)
-        for start in range(0, len(listed), CHUNK):
-            chunk = listed[start : start + CHUNK]
-            marks = ", ".join(["?"] * len(chunk))
-            query = f"SELECT id, accepted FROM events WHERE id IN ({marks})"  # noqa: S608
-            known.update(self.db.execute(query, chunk).fetchall())
-        return known
 
     def _settle_threadsafe(
         self, appends: list[_Append], outcome: list[list[bool]] | Exception
@@ -420,46 +386,17 @@ class Journal:
         # (nothing reads it again: only its id, for duplicates); one with progress notes is
         # marked finished after them, as they set `done` too
         rows = [
-            (i, at, "", 1) if i in done and i not in noted else (i, at, body, 0)
+            JournaledEvent(i, at, "", True)
+            if i in done and i not in noted
+            else JournaledEvent(i, at, body, False)
             for i, (at, body) in self._unwritten.items()
         ]
         finished = [i for i in done if i in noted or i not in self._unwritten]
-        self._write_events(rows, self._notes, finished)
+        self._writer.write(rows, self._notes, finished)
         self._unwritten = {}
         self._notes = []
         self._done = set()
         self._waiting_since = None
-
-    def _write_events(
-        self, rows: list[tuple[str, float, str, int]], notes: list[_Note], done: list[str]
-    ) -> None:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany(self._upsert, rows)
-            for _, statement, params in notes:
-                db.execute(statement, params)
-            for start in range(0, len(done), CHUNK):
-                ids = done[start : start + CHUNK]
-                marks = ", ".join(["?"] * len(ids))
-                db.execute(f"UPDATE events SET done = 1 WHERE id IN ({marks})", ids)  # noqa: S608
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
-    def _sync_database(self) -> None:
-        """One fully synced commit: every commit before it is durable in the database."""
-        db = self.db
-        db.execute("PRAGMA synchronous=FULL")
-        try:
-            db.execute(
-                "INSERT INTO flags (name, value) VALUES ('journal.synced', ?) "
-                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (str(time.time()),),
-            )
-        finally:
-            db.execute("PRAGMA synchronous=NORMAL")
 
     def _rotate(self, *, closing: bool = False) -> None:
         """Begin a new segment (none when closing), make the database durable, delete the
@@ -468,7 +405,7 @@ class Journal:
         assert old is not None
         self._segment = None if closing else _Segment(self.directory / f"{old.number + 1:08d}.log")
         old.close()
-        self._sync_database()
+        self._writer.sync()
         for path in self.directory.glob("*.log"):
             if path.stem.isdigit() and (
                 self._segment is None or int(path.stem) < self._segment.number

@@ -36,7 +36,6 @@ from automationd.templating import Template
 log = logging.getLogger("automationd.prefect")
 
 PREFIX = "prefect.flow-run."
-POSITION_FLAG = "prefect.last_seen"
 PAGE_SIZE = 50
 """The most `POST /events/filter` gives per page."""
 RUN_PATH = Template.parse("/flow_runs/{flow_run_id}")

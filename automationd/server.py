@@ -37,7 +37,7 @@ from automationd.explain import explain
 from automationd.journal import JournalError
 from automationd.metrics import CONTENT_TYPE
 from automationd.openapi import OPENAPI
-from automationd.state import LetterFilter
+from automationd.store import LetterFilter
 
 log = logging.getLogger("automationd.server")
 
@@ -196,8 +196,7 @@ def _events_of(request: web.Request, body: bytes) -> tuple[list[object], bool]:
             try:
                 events.append(from_cloudevent(item))
             except EventError as exc:
-                where = f"[{i}]" + (f".{exc.field}" if exc.field else "")
-                raise EventError(f"CloudEvent {i} of the batch: {exc.message}", where, i) from None
+                raise exc.in_batch(i, "CloudEvent") from None
         return events, True
     if any(name.lower().startswith("ce-") for name in request.headers):
         declared = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()

@@ -30,7 +30,7 @@ from automationd.config import AgentSla, Config, FlowSla
 from automationd.deadlines import Armed, Deadlines
 from automationd.events import BUILTIN_TYPES, format_timestamp, parse_timestamp
 from automationd.matching import matcher_holds
-from automationd.state import StateStore
+from automationd.store import Store
 
 log = logging.getLogger("automationd.sla")
 
@@ -107,20 +107,21 @@ def _seconds(duration: float) -> int | float:
     return int(duration) if float(duration).is_integer() else duration
 
 
+FLOW_SLA, AGENT_SLA = "flow_sla", "agent_sla"
+"""The kinds of the SLA deadlines: one per flow SLA and run; one per agent config's agent
+(its heartbeat expires) and per agent config (one window after it was configured)."""
+
+
 def flow_key(sla_id: str, flow_run_id: str) -> str:
-    return f"flow\x1f{sla_id}\x1f{flow_run_id}"
+    return f"{sla_id}\x1f{flow_run_id}"
 
 
 def agent_key(agent_config_id: str, agent_id: str) -> str:
-    return f"agent\x1f{agent_config_id}\x1f{agent_id}"
+    return f"{agent_config_id}\x1f{agent_id}"
 
 
 def check_key(agent_config_id: str) -> str:
-    return f"agentcheck\x1f{agent_config_id}"
-
-
-FINGERPRINT = "flow_sla\x1f"
-"""Flag names remembering each flow SLA's definition, to see on start what changed."""
+    return agent_config_id
 
 
 def _fingerprint(sla: FlowSla) -> str:
@@ -129,17 +130,13 @@ def _fingerprint(sla: FlowSla) -> str:
     )
 
 
-def _failing_flag(agent_config_id: str) -> str:
-    return f"agent_sla_failing\x1f{agent_config_id}"
-
-
 class SlaTracker:
     """Arms, disarms and fires the SLA deadlines of the live rules."""
 
     def __init__(
         self,
         deadlines: Deadlines,
-        store: StateStore,
+        store: Store,
         audit: AuditLog,
         emit: EmitEvent,
         clock: Callable[[], datetime],
@@ -166,34 +163,30 @@ class SlaTracker:
         100,000 armed deadlines and unchanged rules reads none of them."""
         self._flow = {sla.id: sla for sla in config.flow_slas}
         self._agent = {sla.agent_config_id: sla for sla in config.agent_slas}
-        known = self._store.flags(FINGERPRINT)
-        current = {FINGERPRINT + sla.id: _fingerprint(sla) for sla in config.flow_slas}
-        rearm: list[tuple[str, float, dict[str, object]]] = []
-        for name, fingerprint in known.items():
-            if current.get(name) != fingerprint:
-                sla_id = name.removeprefix(FINGERPRINT)
-                for armed in list(self._deadlines.armed(flow_key(sla_id, ""))):
+        known = self._store.flow_sla_fingerprints()
+        current = {sla.id: _fingerprint(sla) for sla in config.flow_slas}
+        rearm: list[Armed] = []
+        for sla_id, fingerprint in known.items():
+            if current.get(sla_id) != fingerprint:
+                for armed in list(self._deadlines.armed(FLOW_SLA, flow_key(sla_id, ""))):
                     self._reconcile_flow(armed, rearm)
-        for prefix in ("agent\x1f", "agentcheck\x1f"):
-            for armed in list(self._deadlines.armed(prefix)):
-                self._reconcile_agent(armed, rearm)
+        for armed in list(self._deadlines.armed(AGENT_SLA)):
+            self._reconcile_agent(armed, rearm)
         if rearm:
             self._deadlines.arm_many(rearm)
-        for name in known.keys() - current.keys():
-            self._store.set_flag(name, None)
-        for name, fingerprint in current.items():
-            if known.get(name) != fingerprint:
-                self._store.set_flag(name, fingerprint)
+        for sla_id in known.keys() - current.keys():
+            self._store.set_flow_sla_fingerprint(sla_id, None)
+        for sla_id, fingerprint in current.items():
+            if known.get(sla_id) != fingerprint:
+                self._store.set_flow_sla_fingerprint(sla_id, fingerprint)
         now = self._now()
         for sla in config.agent_slas:
             key = check_key(sla.agent_config_id)
-            if self._deadlines.get(key) is None:
+            if self._deadlines.get(AGENT_SLA, key) is None:
                 payload: dict[str, object] = {"agent_config_id": sla.agent_config_id}
-                self._deadlines.arm(key, now + sla.window, payload)
+                self._deadlines.arm(AGENT_SLA, key, now + sla.window, payload)
 
-    def _reconcile_flow(
-        self, armed: Armed, rearm: list[tuple[str, float, dict[str, object]]]
-    ) -> None:
+    def _reconcile_flow(self, armed: Armed, rearm: list[Armed]) -> None:
         payload = armed.payload
         sla = self._flow.get(str(payload["sla"]))
         attributes = payload.get("attributes")
@@ -211,7 +204,7 @@ class SlaTracker:
         else:
             if sla.duration != payload["duration"]:
                 due = float(str(payload["anchor"])) + sla.duration
-                rearm.append((armed.key, due, {**payload, "duration": sla.duration}))
+                rearm.append(Armed(FLOW_SLA, armed.key, due, {**payload, "duration": sla.duration}))
                 self._audit.write(
                     "sla.armed",
                     **record,
@@ -219,21 +212,19 @@ class SlaTracker:
                     reason="the duration changed",
                 )
             return
-        self._deadlines.disarm(armed.key)
+        self._deadlines.disarm(FLOW_SLA, armed.key)
         self._audit.write("sla.disarmed", **record, reason=reason)
 
-    def _reconcile_agent(
-        self, armed: Armed, rearm: list[tuple[str, float, dict[str, object]]]
-    ) -> None:
+    def _reconcile_agent(self, armed: Armed, rearm: list[Armed]) -> None:
         config_id = str(armed.payload["agent_config_id"])
         sla = self._agent.get(config_id)
         if sla is None:
-            self._deadlines.disarm(armed.key)
-            self._store.set_flag(_failing_flag(config_id), None)
+            self._deadlines.disarm(AGENT_SLA, armed.key)
+            self._store.set_agent_sla_failing(config_id, None)
             return
         seen = armed.payload.get("seen")
         if isinstance(seen, int | float) and seen + sla.window != armed.due:
-            rearm.append((armed.key, seen + sla.window, armed.payload))
+            rearm.append(Armed(AGENT_SLA, armed.key, seen + sla.window, armed.payload))
 
     # --- events
 
@@ -258,7 +249,7 @@ class SlaTracker:
             if not all(matcher_holds(m, event) for m in sla.match):
                 continue
             key = flow_key(sla.id, run_id)
-            existing = self._deadlines.get(key)
+            existing = self._deadlines.get(FLOW_SLA, key)
             if sla.kind == SCHEDULED_NOT_STARTED:
                 arming = phase == SCHEDULED
                 anchor = _scheduled_start(event) or (
@@ -269,7 +260,7 @@ class SlaTracker:
                 anchor = existing.payload["anchor"] if existing else _event_time(event)
             if arming:
                 self._arm_flow(sla, run_id, float(str(anchor)), attributes, existing)
-            elif existing is not None and self._deadlines.disarm(key):
+            elif existing is not None and self._deadlines.disarm(FLOW_SLA, key):
                 self._audit.write(
                     "sla.disarmed",
                     sla=sla.id,
@@ -295,7 +286,7 @@ class SlaTracker:
             "duration": sla.duration,
             "attributes": attributes,
         }
-        self._deadlines.arm(flow_key(sla.id, run_id), due, payload)
+        self._deadlines.arm(FLOW_SLA, flow_key(sla.id, run_id), due, payload)
         if existing is None or existing.due != due:
             self._audit.write(
                 "sla.armed",
@@ -319,16 +310,15 @@ class SlaTracker:
             "agent_id": agent_id,
             "seen": now,
         }
-        self._deadlines.arm(agent_key(config_id, agent_id), now + sla.window, payload)
+        self._deadlines.arm(AGENT_SLA, agent_key(config_id, agent_id), now + sla.window, payload)
         return self._judge_agents(sla, now, may_fail=False)
 
     # --- deadlines that passed
 
-    async def on_due(self, key: str, payload: dict[str, object]) -> None:
+    async def on_due(self, kind: str, key: str, payload: dict[str, object]) -> None:
         """A deadline passed: emit the flow SLA failure, or judge the agents' health."""
-        kind = key.split("\x1f", 1)[0]
         event: dict[str, object] | None = None
-        if kind == "flow":
+        if kind == FLOW_SLA:
             event = self._flow_failure(payload)
         else:
             sla = self._agent.get(str(payload.get("agent_config_id")))
@@ -376,12 +366,12 @@ class SlaTracker:
         beats = self._store.heartbeats(config_id)
         healthy = sorted(agent for agent, seen in beats.items() if now - seen < sla.window)
         unhealthy = sorted(agent for agent in beats if agent not in healthy)
-        failing = self._store.flag(_failing_flag(config_id)) is not None
+        failing = self._store.agent_sla_failing(config_id) is not None
         if len(healthy) < sla.min_healthy and not failing and may_fail:
-            self._store.set_flag(_failing_flag(config_id), format_timestamp(_moment(now)))
+            self._store.set_agent_sla_failing(config_id, format_timestamp(_moment(now)))
             return self._agent_event("agent_sla_failure", sla, healthy, unhealthy, now)
         if len(healthy) >= sla.min_healthy and failing:
-            self._store.set_flag(_failing_flag(config_id), None)
+            self._store.set_agent_sla_failing(config_id, None)
             return self._agent_event("agent_sla_recovered", sla, healthy, unhealthy, now)
         return None
 
@@ -411,16 +401,15 @@ class SlaTracker:
     def listing(self) -> dict[str, object]:
         """Armed flow deadlines and agent health, for GET /slas."""
         flow = []
-        for armed in self._deadlines.armed():
-            if armed.key.startswith("flow\x1f"):
-                flow.append(
-                    {
-                        "sla": armed.payload["sla"],
-                        "kind": armed.payload["kind"],
-                        "flow_run_id": armed.payload["flow_run_id"],
-                        "due": format_timestamp(_moment(armed.due)),
-                    }
-                )
+        for armed in self._deadlines.armed(FLOW_SLA):
+            flow.append(
+                {
+                    "sla": armed.payload["sla"],
+                    "kind": armed.payload["kind"],
+                    "flow_run_id": armed.payload["flow_run_id"],
+                    "due": format_timestamp(_moment(armed.due)),
+                }
+            )
         now = self._now()
         agents = []
         for sla in self._agent.values():
@@ -432,7 +421,7 @@ class SlaTracker:
                     "min_healthy": sla.min_healthy,
                     "healthy_agent_ids": healthy,
                     "unhealthy_agent_ids": sorted(a for a in beats if a not in healthy),
-                    "failing": self._store.flag(_failing_flag(sla.agent_config_id)) is not None,
+                    "failing": self._store.agent_sla_failing(sla.agent_config_id) is not None,
                 }
             )
         return {"flow_deadlines": flow, "agent_slas": agents}

@@ -25,8 +25,8 @@ from automationd.audit import AuditLog
 from automationd.config import Config, parse_config
 from automationd.deadlines import ScheduledDeadlines
 from automationd.events import EventTypeResolver, normalise
-from automationd.sla import SlaTracker, flow_key
-from automationd.state import StateStore
+from automationd.sla import FLOW_SLA, SlaTracker, flow_key
+from automationd.store.sqlite import SqliteStore
 
 RULES = textwrap.dedent("""\
     version: 1
@@ -43,7 +43,7 @@ def rss_mib() -> float:
     return float("nan")
 
 
-async def nothing(key: str, payload: dict[str, object]) -> None:
+async def nothing(kind: str, key: str, payload: dict[str, object]) -> None:
     return None
 
 
@@ -55,11 +55,11 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-Parts = tuple[StateStore, AuditLog, ScheduledDeadlines, SlaTracker]
+Parts = tuple[SqliteStore, AuditLog, ScheduledDeadlines, SlaTracker]
 
 
 def tracker_for(directory: Path, config: Config) -> Parts:
-    store = StateStore(directory / "state.db")
+    store = SqliteStore(directory / "state.db")
     store.open()
     audit = AuditLog(directory / "audit.jsonl", fsync="never", clock=now)
     audit.open()
@@ -85,7 +85,7 @@ async def child(directory: Path, count: int) -> dict[str, float]:
             "duration": 3600.0,
             "attributes": {**attributes, "flow_run_id": run_id},
         }
-        deadlines.arm(flow_key("start", run_id), anchor + 3600, payload)
+        deadlines.arm(FLOW_SLA, flow_key("start", run_id), anchor + 3600, payload)
     arms = count / (time.perf_counter() - started)
     rss = rss_mib()
     await deadlines.stop()
@@ -102,7 +102,7 @@ async def child(directory: Path, count: int) -> dict[str, float]:
 
     started = time.perf_counter()
     for i in range(count):
-        deadlines.disarm(flow_key("start", f"run-{i:06d}"))
+        deadlines.disarm(FLOW_SLA, flow_key("start", f"run-{i:06d}"))
     disarms = count / (time.perf_counter() - started)
     await deadlines.stop()
     audit.close()

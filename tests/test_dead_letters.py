@@ -5,13 +5,11 @@ one or many dropped (each audited), and no accidental wipe."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime
 from pathlib import Path
 
 import aiohttp
 
-from automationd.state import StateStore
 from tests.support import Daemon, audit_records, daemon, free_port, receiver, run_cli, until
 
 
@@ -142,34 +140,3 @@ async def test_an_unreachable_daemon_is_a_clear_error() -> None:
     code, _, err = await run_cli("dead-letters", "list", "--url", url)
     assert code == 1
     assert f"automationd dead-letters list: cannot reach {url}" in err
-
-
-def test_letters_of_a_store_from_before_attempts_were_counted_read_null(tmp_path: Path) -> None:
-    """A state database made by an earlier version (no attempts column) opens, and its
-    letters say their attempts are unknown rather than 0; new letters count them."""
-    path = tmp_path / "state.db"
-    with sqlite3.connect(path) as old:
-        old.execute(
-            "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT "
-            "NOT NULL, automation TEXT NOT NULL, action_index INTEGER NOT NULL, action TEXT NOT "
-            "NULL, error TEXT NOT NULL, failed_at REAL NOT NULL, tries INTEGER NOT NULL DEFAULT "
-            "1, event TEXT NOT NULL)"
-        )
-        old.execute(
-            "INSERT INTO dead_letters (event_id, automation, action_index, action, error, "
-            "failed_at, event) VALUES ('e1', 'a', 0, 'webhook', 'answered 500', 1.0, "
-            """'{"id": "e1", "type": "x"}')"""
-        )
-    old.close()
-    store = StateStore(path)
-    store.open()
-    try:
-        store.add_dead_letter({"id": "e2", "type": "x"}, "a", 0, "webhook", "boom", 2.0, 3)
-        store.retried_dead_letter(1, "answered 500 again", 2)
-        letters = store.dead_letters()
-        assert [(x["event_id"], x["runs"], x["attempts"]) for x in letters] == [
-            ("e1", 2, None),
-            ("e2", 1, 3),
-        ]
-    finally:
-        store.close()

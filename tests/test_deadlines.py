@@ -4,31 +4,58 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from automationd.deadlines import ScheduledDeadlines
-from automationd.state import StateStore
+from automationd.deadlines import Armed, ScheduledDeadlines
+from automationd.store.sqlite import SqliteStore
 
 Fired = list[tuple[str, dict[str, object]]]
+KIND = "test"
+
+
+class OneKind:
+    """The scheduler's deadlines of one kind, armed and read by key alone: what the owner of
+    a kind sees (most tests here are about the scheduler, not about kinds)."""
+
+    def __init__(self, deadlines: ScheduledDeadlines) -> None:
+        self.deadlines = deadlines
+
+    def arm(self, key: str, due: float, payload: dict[str, object]) -> None:
+        self.deadlines.arm(KIND, key, due, payload)
+
+    def arm_many(self, rows: list[tuple[str, float, dict[str, object]]]) -> None:
+        self.deadlines.arm_many([Armed(KIND, key, due, payload) for key, due, payload in rows])
+
+    def disarm(self, key: str) -> bool:
+        return self.deadlines.disarm(KIND, key)
+
+    def get(self, key: str) -> Armed | None:
+        return self.deadlines.get(KIND, key)
+
+    def armed(self) -> Iterator[Armed]:
+        return self.deadlines.armed(KIND)
+
+    def __len__(self) -> int:
+        return len(self.deadlines)
 
 
 @asynccontextmanager
-async def scheduled(path: Path) -> AsyncIterator[tuple[ScheduledDeadlines, Fired, asyncio.Event]]:
-    store = StateStore(path)
+async def scheduled(path: Path) -> AsyncIterator[tuple[OneKind, Fired, asyncio.Event]]:
+    store = SqliteStore(path)
     store.open()
     fired: Fired = []
     arrived = asyncio.Event()
 
-    async def on_due(key: str, payload: dict[str, object]) -> None:
-        fired.append((key, payload))
+    async def on_due(kind: str, key: str, payload: dict[str, object]) -> None:
+        fired.append((key, payload) if kind == KIND else (f"{kind}?{key}", payload))
         arrived.set()
 
     deadlines = ScheduledDeadlines(store, on_due)
     deadlines.start()
     try:
-        yield deadlines, fired, arrived
+        yield OneKind(deadlines), fired, arrived
     finally:
         await deadlines.stop()
         store.close()
@@ -98,3 +125,36 @@ async def test_many_due_at_once_all_fire(tmp_path: Path) -> None:
         deadlines.arm_many([(f"k{i}", due, {"i": i}) for i in range(200)])
         await until(lambda: len(fired) == 200)
         assert sorted(str(k) for k, _ in fired) == sorted(f"k{i}" for i in range(200))
+
+
+async def test_a_key_names_a_deadline_within_its_kind(tmp_path: Path) -> None:
+    """The same key under two kinds is two deadlines: each is listed, disarmed and fired
+    under its own kind, and its owner is told the kind."""
+    store = SqliteStore(tmp_path / "s.db")
+    store.open()
+    fired: list[tuple[str, str, dict[str, object]]] = []
+
+    async def on_due(kind: str, key: str, payload: dict[str, object]) -> None:
+        fired.append((kind, key, payload))
+
+    deadlines = ScheduledDeadlines(store, on_due)
+    deadlines.start()
+    try:
+        now = time.time()
+        deadlines.arm("flow_sla", "k", now + 0.2, {"of": "flow"})
+        deadlines.arm("agent_sla", "k", now + 0.4, {"of": "agent"})
+        deadlines.arm("agent_sla", "gone", now + 0.1, {})
+        assert [(a.kind, a.key, a.payload) for a in deadlines.armed("flow_sla")] == [
+            ("flow_sla", "k", {"of": "flow"})
+        ]
+        assert [a.key for a in deadlines.armed("agent_sla")] == ["gone", "k"]
+        assert deadlines.disarm("agent_sla", "gone")
+        assert not deadlines.disarm("flow_sla", "gone")
+        assert len(deadlines) == 2
+        await until(lambda: len(fired) == 2)
+        assert fired == [("flow_sla", "k", {"of": "flow"}), ("agent_sla", "k", {"of": "agent"})]
+        await until(lambda: deadlines.get("agent_sla", "k") is None)
+        assert list(deadlines.armed("flow_sla")) == []
+    finally:
+        await deadlines.stop()
+        store.close()

@@ -58,7 +58,7 @@ def write_to(path: Path) -> None:
     db = sqlite3.connect(path)
     try:
         with db:
-            db.execute("INSERT INTO flags (name, value) VALUES ('test.write', 'x')")
+            db.execute("INSERT INTO heartbeats VALUES ('test.write', 'x', 0)")
     finally:
         db.close()
 

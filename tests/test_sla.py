@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from automationd.config import Config, parse_config
 from automationd.deadlines import Armed
 from automationd.events import EventTypeResolver, normalise
 from automationd.sla import FINISHED, RUNNING, SCHEDULED, STARTED, SlaTracker, phase_of
-from automationd.state import StateStore
+from automationd.store.sqlite import SqliteStore
 from tests.support import audit_records
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
@@ -32,23 +32,26 @@ class ManualDeadlines:
     """The Deadlines seam, fired by `advance()` instead of a scheduler."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, Armed] = {}
+        self.rows: dict[tuple[str, str], Armed] = {}
 
-    def arm(self, key: str, due: float, payload: dict[str, object]) -> None:
-        self.rows[key] = Armed(key, due, payload)
+    def arm(self, kind: str, key: str, due: float, payload: dict[str, object]) -> None:
+        self.rows[kind, key] = Armed(kind, key, due, payload)
 
-    def arm_many(self, rows: list[tuple[str, float, dict[str, object]]]) -> None:
-        for key, due, payload in rows:
-            self.arm(key, due, payload)
+    def arm_many(self, deadlines: Sequence[Armed]) -> None:
+        for armed in deadlines:
+            self.arm(armed.kind, armed.key, armed.due, armed.payload)
 
-    def disarm(self, key: str) -> bool:
-        return self.rows.pop(key, None) is not None
+    def disarm(self, kind: str, key: str) -> bool:
+        return self.rows.pop((kind, key), None) is not None
 
-    def get(self, key: str) -> Armed | None:
-        return self.rows.get(key)
+    def get(self, kind: str, key: str) -> Armed | None:
+        return self.rows.get((kind, key))
 
-    def armed(self, prefix: str = "") -> Iterator[Armed]:
-        rows = (a for a in self.rows.values() if a.key.startswith(prefix))
+    def armed(self, kind: str | None = None, prefix: str = "") -> Iterator[Armed]:
+        """Those of `kind` (every kind when None) whose key starts with `prefix`."""
+        rows = (
+            a for a in self.rows.values() if kind in (None, a.kind) and a.key.startswith(prefix)
+        )
         return iter(sorted(rows, key=lambda a: a.due))
 
 
@@ -57,7 +60,7 @@ class Harness:
         self.tmp_path = tmp_path
         self.clock = Clock()
         self.deadlines = ManualDeadlines()
-        self.store = StateStore(tmp_path / "state.db")
+        self.store = SqliteStore(tmp_path / "state.db")
         self.store.open()
         self.audit = AuditLog(tmp_path / "audit.jsonl", fsync="never", clock=self.clock)
         self.audit.open()
@@ -105,8 +108,8 @@ class Harness:
             if not due:
                 return
             first = due[0]
-            del self.deadlines.rows[first.key]
-            await self.tracker.on_due(first.key, first.payload)
+            del self.deadlines.rows[first.kind, first.key]
+            await self.tracker.on_due(first.kind, first.key, first.payload)
 
     def close(self) -> None:
         self.audit.close()

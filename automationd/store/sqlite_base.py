@@ -1,0 +1,67 @@
+"""What every part of the SQLite store stands on: one way to connect, transactions, and
+SQLite's errors raised as the store's own."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from automationd.store import StoreError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection as every part of the store uses it: each statement commits at once
+    (outside an explicit transaction), WAL, synchronous=NORMAL, waiting up to 5 s for a lock."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+    except sqlite3.Error:
+        db.close()
+        raise
+    return db
+
+
+@contextmanager
+def driver_errors() -> Iterator[None]:
+    """Within it, sqlite3.Error is raised as StoreError (for generators, which `translated`
+    cannot cover: their statements run as they are iterated)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(str(exc)) from exc
+
+
+def translated(method: Callable[P, R]) -> Callable[P, R]:
+    """`method`, raising StoreError with SQLite's message instead of sqlite3.Error."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    return wrapper
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[sqlite3.Connection]:
+    """Statements in one transaction: committed together, or rolled back on any error (unless
+    SQLite has already rolled it back itself, as after a full disk)."""
+    db.execute(begin)
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
