@@ -4,8 +4,8 @@ It builds the engine and its HTTP app, raises the open-file limit and caps conne
 it, loads the TLS certificate, binds through a connection Gate (connections.py), reloads on
 SIGHUP and on every save of the rules file (watch.py), tells systemd when it is ready and
 stopping and pings its watchdog (systemd.py), and on SIGTERM or SIGINT stops gracefully:
-no new events, running actions get their grace, then the listener, the app and the engine
-close in that order. `automationd receive` borrows its bind and its signals.
+the listener closes (no new events), then the app, whose cleanup stops the engine: running
+actions get their grace there. `automationd receive` borrows its bind and its signals.
 """
 
 from __future__ import annotations

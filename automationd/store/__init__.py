@@ -131,8 +131,9 @@ class JournalWriter(Protocol):
 
 
 class Store(Protocol):
-    """Everything the daemon keeps across restarts. All methods are quick (a few indexed
-    statements, committed at once) and raise StoreError when the database refuses."""
+    """Everything the daemon keeps across restarts. All methods but `copy_to` are quick (a
+    few indexed statements, committed at once), and all raise StoreError when the database
+    refuses."""
 
     def open(self) -> None:
         """Open (and create, or bring up to date) the store; StoreError says why not."""

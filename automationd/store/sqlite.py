@@ -3,9 +3,10 @@
 WAL mode with `synchronous=NORMAL`: every write is committed at once and survives the
 process being killed; only a power loss can take the last few commits (the journal's
 segment files cover its events, and its `sync` makes everything before it durable). Every
-connection is set up by `sqlite_base.connect`: the store's own, used on the event loop, and
-the journal thread's (`sqlite_journal`), so neither waits for the other's transactions. The
-tables, and the upgrade of a database made by an earlier version, are in `sqlite_schema`.
+connection but the backup's two is set up by `sqlite_base.connect`: the store's own, used on
+the event loop, and the journal thread's (`sqlite_journal`), so neither waits for the
+other's transactions. The tables, and the upgrade of a database made by an earlier version,
+are in `sqlite_schema`.
 The statements are SQLite's own (GLOB, RETURNING, a key range ending in U+10FFFF): another
 backend writes its own behind the same methods.
 """
@@ -28,7 +29,13 @@ from automationd.store import (
     StoreError,
     Unfinished,
 )
-from automationd.store.sqlite_base import connect, driver_errors, transaction, translated
+from automationd.store.sqlite_base import (
+    BUSY_TIMEOUT_MS,
+    connect,
+    driver_errors,
+    transaction,
+    translated,
+)
 from automationd.store.sqlite_journal import SqliteJournalWriter
 from automationd.store.sqlite_schema import upgrade
 
@@ -52,7 +59,10 @@ LETTER_FIELDS = (*LETTER_COLUMNS[:-2], "runs", "attempts")
 
 
 PROBE_EVERY = 1.0
-"""Seconds a write probe's answer stands for (GET /readyz)."""
+"""Seconds a successful write probe stands for (GET /readyz)."""
+
+PAGE_BYTES = 4096
+"""SQLite's default page size, which the store keeps."""
 
 
 def _letters_where(which: LetterFilter) -> tuple[str, tuple[object, ...]]:
@@ -103,41 +113,50 @@ class SqliteStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._probed_at, self._probe_ok = -PROBE_EVERY, False
 
     def writable(self) -> bool:
-        """Rewrites one row, at most once a second (a probe per /readyz would contend with
-        the journal's commits), and looks for free space: a row rewritten can land in pages
-        the write-ahead log already holds, so it still succeeds on a full disk."""
+        """Rewrites one row and looks for free space: a row rewritten can land in pages the
+        write-ahead log already holds, so it still succeeds on a full disk. A success stands
+        for a second (a probe per /readyz would contend with the journal's commits); a
+        failure is looked at again on the next call, so recovery shows at once."""
         if self._db is None:
             return False
         now = time.monotonic()
-        if now - self._probed_at < PROBE_EVERY:
-            return self._probe_ok
+        if self._probe_ok and now - self._probed_at < PROBE_EVERY:
+            return True
         self._probed_at, self._probe_ok = now, self._probe(self._db) and self._space_left()
         return self._probe_ok
 
     @staticmethod
     def _probe(db: sqlite3.Connection) -> bool:
+        """Whether one row can be rewritten; a database another writer holds counts as
+        writable, at once (the probe does not wait for the lock on the event loop)."""
         try:
-            db.execute(
-                "INSERT INTO readyz_probe (id, at) VALUES (1, ?) "
-                "ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-                (time.time(),),
-            )
+            db.execute("PRAGMA busy_timeout=0")
+            try:
+                db.execute(
+                    "INSERT INTO readyz_probe (id, at) VALUES (1, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                    (time.time(),),
+                )
+            finally:
+                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except sqlite3.OperationalError as exc:  # busy: another writer, not a broken disk
-            return exc.sqlite_errorname in {"SQLITE_BUSY", "SQLITE_LOCKED"}
+            return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
         except sqlite3.Error:
             return False
         return True
 
     def _space_left(self) -> bool:
-        """Whether the database's file system has a block left for this process (root may
-        use the blocks kept back for it)."""
+        """Whether the database's file system has room for two more pages (one frame of the
+        write-ahead log), counting only the blocks anyone may use: root's reserve is not
+        always root's to use (containers, ext4's resuid)."""
         try:
             space = os.statvfs(self.path.parent)
         except OSError:
             return False
-        return (space.f_bfree if os.geteuid() == 0 else space.f_bavail) > 0
+        return space.f_bavail * space.f_frsize >= 2 * PAGE_BYTES
 
     @property
     def db(self) -> sqlite3.Connection:

@@ -15,6 +15,9 @@ from automationd.store import StoreError
 P = ParamSpec("P")
 R = TypeVar("R")
 
+BUSY_TIMEOUT_MS = 5000
+"""How long a statement waits for another connection's lock before SQLITE_BUSY."""
+
 
 def connect(path: Path) -> sqlite3.Connection:
     """A connection as every part of the store uses it: each statement commits at once
@@ -23,7 +26,7 @@ def connect(path: Path) -> sqlite3.Connection:
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     except sqlite3.Error:
         db.close()
         raise
@@ -45,10 +48,8 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
+        with driver_errors():
             return method(*args, **kwargs)
-        except sqlite3.Error as exc:
-            raise StoreError(str(exc)) from exc
 
     return wrapper
 

@@ -85,7 +85,8 @@ SCHEMA = (
 KINDS_OF_PREFIXES = {"flow": "flow_sla", "agent": "agent_sla", "agentcheck": "agent_sla"}
 """The kind of a deadline whose key began with one of these prefixes. An agent SLA's check
 (keyed by its agent config id) and its agents' heartbeats (`config id \\x1f agent id`) share a
-kind: rules files cannot hold \\x1f, so their keys never meet."""
+kind; ids holding \\x1f (a YAML escape can write one) could make two old keys meet, and
+the upgrade then keeps the first rather than failing."""
 
 
 def upgrade(db: sqlite3.Connection) -> None:
@@ -120,7 +121,8 @@ def _move_keyed_deadlines(db: sqlite3.Connection) -> None:
     """Deadlines keyed `prefix \\x1f key` get the kind their prefix named."""
     rows = db.execute("SELECT key, due, payload FROM deadlines_keyed").fetchall()
     db.executemany(
-        "INSERT INTO deadlines (kind, key, due, payload) VALUES (?, ?, ?, ?)",
+        "INSERT INTO deadlines (kind, key, due, payload) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         [(*_kind_and_key(str(key)), due, payload) for key, due, payload in rows],
     )
     db.execute("DROP TABLE deadlines_keyed")

@@ -6,7 +6,9 @@ attempts before that)."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -14,8 +16,9 @@ import pytest
 
 from automationd.sla import AGENT_SLA, FLOW_SLA, agent_key, check_key, flow_key
 from automationd.store import Deadline, StoreError, Unfinished
-from automationd.store.sqlite import SqliteStore
+from automationd.store.sqlite import PROBE_EVERY, SqliteStore
 from automationd.store.sqlite_base import connect
+from automationd.store.sqlite_schema import KINDS_OF_PREFIXES
 
 OLD_SCHEMA = (  # automationd/state.py's SCHEMA before issue 17, as it was
     """CREATE TABLE IF NOT EXISTS deadlines (
@@ -250,3 +253,90 @@ def test_letters_of_a_store_from_before_attempts_were_counted_read_null(tmp_path
         ]
     finally:
         store.close()
+
+
+def test_the_upgrade_names_only_the_kinds_the_slas_use() -> None:
+    """The old key prefixes map to the kinds sla.py arms its deadlines under (the two are
+    written in two places; this ties them)."""
+    assert set(KINDS_OF_PREFIXES.values()) == {FLOW_SLA, AGENT_SLA}
+
+
+def test_the_write_probe_counts_a_busy_database_as_writable_at_once(tmp_path: Path) -> None:
+    """Another connection holding the write lock makes the probe's write fail with
+    SQLITE_BUSY: that is a busy database, not a broken disk, and the probe does not wait the
+    5 s a lock is otherwise waited for (it runs on the event loop)."""
+    store = SqliteStore(tmp_path / "state.db")
+    store.open()
+    holder = connect(tmp_path / "state.db")
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        assert store.writable() is True
+        assert time.monotonic() - started < 1.0
+        assert store.db.execute("PRAGMA busy_timeout").fetchone() == (5000,)  # put back
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+        store.close()
+
+
+def test_a_failed_probe_is_asked_again_a_success_stands_a_second(tmp_path: Path) -> None:
+    """A failure is not cached, so recovery shows on the next /readyz; a success stands for
+    PROBE_EVERY, so a probe per request does not contend with the journal's commits."""
+    store = SqliteStore(tmp_path / "state.db")
+    store.open()
+    try:
+        assert store.writable() is True
+        store.db.execute("DROP TABLE readyz_probe")  # every probe's write now fails
+        assert store.writable() is True  # the success still stands
+        store._probed_at -= PROBE_EVERY  # a second later
+        assert store.writable() is False
+        assert store.writable() is False  # asked again, not cached: still failing
+        store.db.execute("CREATE TABLE readyz_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
+        assert store.writable() is True  # recovered on the very next call
+    finally:
+        store.close()
+    assert store.writable() is False  # closed
+
+
+def test_the_probe_wants_room_for_a_frame_of_the_write_ahead_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Free space is read from statvfs, counting only the blocks anyone may use: a file
+    system whose free blocks are all reserved (f_bavail 0, f_bfree > 0) is full for the
+    daemon even as root. statvfs is replaced here: no file system on this machine can be
+    made to report exactly these counts without root and a mount."""
+    store = SqliteStore(tmp_path / "state.db")
+    store.open()
+    real = os.statvfs(tmp_path)
+
+    def reporting(bavail: int, bfree: int) -> None:
+        fields = dict(zip(STATVFS_FIELDS, real, strict=False))
+        fields.update(f_bavail=bavail, f_bfree=bfree, f_frsize=4096)
+        fake = os.statvfs_result(tuple(fields[name] for name in STATVFS_FIELDS))
+        monkeypatch.setattr(os, "statvfs", lambda path: fake)
+        store._probed_at, store._probe_ok = -PROBE_EVERY, False
+
+    try:
+        reporting(bavail=0, bfree=1000)
+        assert store.writable() is False
+        reporting(bavail=1, bfree=1000)  # one block of 4 KiB: less than two pages
+        assert store.writable() is False
+        reporting(bavail=2, bfree=2)
+        assert store.writable() is True
+    finally:
+        store.close()
+
+
+STATVFS_FIELDS = (
+    "f_bsize",
+    "f_frsize",
+    "f_blocks",
+    "f_bfree",
+    "f_bavail",
+    "f_files",
+    "f_ffree",
+    "f_favail",
+    "f_flag",
+    "f_namemax",
+)
