@@ -28,7 +28,7 @@ from pathlib import Path
 
 from automationd import jsontext
 from automationd.events import format_timestamp
-from automationd.journal import JournalError
+from automationd.store import JournalError
 
 log = logging.getLogger("automationd.audit")
 

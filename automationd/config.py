@@ -3,8 +3,10 @@
 Three passes, each reporting every problem it finds with `file:line:column`: YAML syntax
 (`yamldoc`), the JSON Schema (`rules.schema.json`, the authority on the format), then the
 checks a schema cannot make (duplicate names, JMESPath syntax, durations, templates naming
-attributes their event types do not provide). Nothing here does I/O but reading the schema
-file once, so every bad-file case is a plain unit test.
+attributes their event types do not provide). The only I/O is reading: the schema (once),
+the rules file (`load_config`) and the files the rules name (the tokens file, CA files, and
+`file` and `credential` secrets unless `resolve_secrets` is off); a file that cannot be
+read is a problem reported like any other, so every bad-file case is a plain unit test.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from automationd.events import (
     EventTypeResolver,
     readable_name,
 )
+from automationd.globs import is_glob
 from automationd.jmescompile import Compiled, compile_expression, event_attributes
 from automationd.secrets import Secret, SecretError, SecretSource, resolve
 from automationd.templating import Template, TemplateError
@@ -918,7 +921,7 @@ class _Checker:
         types: list[EventType] = []
         unrestricted = False
         for k, name in enumerate([on] if isinstance(on, str) else on):
-            if any(c in name for c in "*?["):
+            if is_glob(name):
                 unrestricted = True
                 continue
             known = resolver.known(name)

@@ -38,24 +38,21 @@ WAKEUP_SECONDS = 1.0
 OnDue = Callable[[str, str, dict[str, object]], Awaitable[None]]
 """Called with a deadline's kind, key and payload when it passes."""
 
-Armed = Deadline
-"""One armed deadline: kind, key, due time (Unix seconds) and payload."""
-
 
 class Deadlines(Protocol):
     """Arm, disarm and list deadlines; when one passes, the owner's callback runs."""
 
     def arm(self, kind: str, key: str, due: float, payload: dict[str, object]) -> None: ...
 
-    def arm_many(self, deadlines: Sequence[Armed]) -> None: ...
+    def arm_many(self, deadlines: Sequence[Deadline]) -> None: ...
 
     def disarm(self, kind: str, key: str) -> bool:
         """Disarm; False when nothing was armed under `kind` and `key`."""
         ...
 
-    def get(self, kind: str, key: str) -> Armed | None: ...
+    def get(self, kind: str, key: str) -> Deadline | None: ...
 
-    def armed(self, kind: str, prefix: str = "") -> Iterator[Armed]:
+    def armed(self, kind: str, prefix: str = "") -> Iterator[Deadline]:
         """Every armed deadline of `kind` whose key starts with `prefix`, soonest first."""
         ...
 
@@ -196,10 +193,10 @@ class ScheduledDeadlines:
                 self._scheduler.wakeup()
 
     def arm(self, kind: str, key: str, due: float, payload: dict[str, object]) -> None:
-        self._store.put_deadline(Armed(kind, key, due, payload))
+        self._store.put_deadline(Deadline(kind, key, due, payload))
         self._track(job_id(kind, key), due)
 
-    def arm_many(self, deadlines: Sequence[Armed]) -> None:
+    def arm_many(self, deadlines: Sequence[Deadline]) -> None:
         self._store.put_deadlines(deadlines)
         for armed in deadlines:
             self._track(job_id(armed.kind, armed.key), armed.due)
@@ -218,10 +215,10 @@ class ScheduledDeadlines:
         self._store.delete_deadline(kind, key)
         return known
 
-    def get(self, kind: str, key: str) -> Armed | None:
+    def get(self, kind: str, key: str) -> Deadline | None:
         return self._store.deadline(kind, key)
 
-    def armed(self, kind: str, prefix: str = "") -> Iterator[Armed]:
+    def armed(self, kind: str, prefix: str = "") -> Iterator[Deadline]:
         return self._store.deadlines(kind, prefix)
 
     def __len__(self) -> int:

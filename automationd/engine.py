@@ -29,6 +29,7 @@ from automationd.config import Automation, Config, ConfigError, parse_config
 from automationd.deadlines import ScheduledDeadlines
 from automationd.destinations import Destinations
 from automationd.events import EventError, EventTypeResolver, format_timestamp, normalise
+from automationd.globs import is_glob
 from automationd.journal import Journal
 from automationd.matching import AutomationIndex
 from automationd.metrics import Metrics
@@ -99,6 +100,14 @@ class Ingested:
 
     ids: list[str]
     duplicates: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class LetterRetry:
+    """What asking to retry a known dead letter did: its action runs again, or, when its
+    automation or action is gone from the rules, not (`refused` says why)."""
+
+    refused: str | None = None
 
 
 class Busy(Exception):
@@ -196,7 +205,7 @@ class Engine:
 
     def _know_types(self) -> None:
         config = self.config
-        named = {t for a in config.automations for t in a.on if not set(t) & set("*?[")}
+        named = {t for a in config.automations for t in a.on if not is_glob(t)}
         self.metrics.know_types(named | set(config.event_types) | set(self.rules.resolver.names()))
 
     @property
@@ -557,16 +566,16 @@ class Engine:
                     log.info("pruned %d finished events from the journal", pruned)
             await asyncio.sleep(PRUNE_SECONDS)
 
-    async def retry_dead_letter(self, letter_id: int) -> str | None:
+    async def retry_dead_letter(self, letter_id: int) -> LetterRetry | None:
         """Run a dead letter's action again (with its retry policy); None when it is unknown,
-        else what happens (the result lands in the audit trail and the letter list)."""
+        else whether it runs (its result lands in the audit trail and the letter list)."""
         letter = self.store.dead_letter(letter_id)
         if letter is None:
             return None
         event, name, index = letter
         automation = next((a for a in self.config.automations if a.name == name), None)
         if automation is None or index >= len(automation.actions):
-            return f"automation {name} (action {index}) is no longer in the rules"
+            return LetterRetry(f"automation {name} (action {index}) is no longer in the rules")
         self.audit.write(
             "dead_letter.retried",
             letter=letter_id,
@@ -577,7 +586,7 @@ class Engine:
         self._spawn(
             self._run_action(automation, index, automation.actions[index], event, letter=letter_id)
         )
-        return "retrying"
+        return LetterRetry()
 
     async def drop_dead_letters(self, which: LetterFilter) -> int:
         """Forget the dead letters `which` selects (an operator gave up on them); how many.

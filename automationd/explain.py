@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
-from fnmatch import fnmatchcase
 from typing import cast
 
-import aiohttp
 from jmespath.exceptions import JMESPathError, JMESPathTypeError
 
 from automationd.actions import ActionContext, Services
 from automationd.config import Automation, Config
 from automationd.events import normalise
+from automationd.globs import selects
 from automationd.matching import judge, matcher_holds
 from automationd.templating import lookup
 
@@ -32,21 +31,15 @@ def explain(
     """The normalised event and a verdict per automation. Raises EventError for a bad event."""
     event = normalise(raw, config.resolver(), now)
     event_type = str(event["type"])
-    # preview never sends: the HTTP client is not needed, only secrets' names and settings
-    services = Services(
-        cast(aiohttp.ClientSession, None),
-        config.secrets,
-        config.endpoints,
-        config.smtp,
-        config.prefect,
-    )
+    # preview never sends: no HTTP client, only secrets' names and settings
+    services = Services(None, config.secrets, config.endpoints, config.smtp, config.prefect)
     verdicts: list[dict[str, object]] = []
     for automation in config.automations:
         verdict: dict[str, object] = {"automation": automation.name, "fires": False}
         held = None
         if not automation.enabled:
             verdict["reason"] = "disabled (enabled: false)"
-        elif not any(fnmatchcase(event_type, pattern) for pattern in automation.on):
+        elif not selects(automation.on, event_type):
             verdict["reason"] = f"type {_json(event_type)} is not in on: {_json(automation.on)}"
         elif not judge(automation, event, why=False).fired:
             verdict["reason"] = _why_not(automation, event)

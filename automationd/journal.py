@@ -41,6 +41,7 @@ from typing import NamedTuple
 from automationd import jsontext
 from automationd.store import (
     JournaledEvent,
+    JournalError,
     JournalWriter,
     Matched,
     Outcome,
@@ -59,13 +60,6 @@ SEGMENT_BYTES = 64 << 20
 """A segment larger than this is closed and a new one begun, even within SYNC_SECONDS."""
 MAX_UNWRITTEN = 200_000
 """Events kept in memory while the database cannot be written; beyond, appends fail."""
-
-
-class JournalError(Exception):
-    """The journal cannot be written: the events were not made durable."""
-
-    reason = "journal_unwritable"
-    """The `reason` of automationd_events_rejected_total."""
 
 
 class _Segment:
@@ -159,7 +153,7 @@ class Journal:
         self._on_commit = on_commit
         self.dedup_window = dedup_window
         self.healthy = False
-        self._db: JournalWriter | None = None
+        self._writer: JournalWriter | None = None
         self._inbox: queue.SimpleQueue[_Append | Progress | _Done | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -177,27 +171,27 @@ class Journal:
         return self.path.with_name(self.path.name + "-events")
 
     @property
-    def _writer(self) -> JournalWriter:
+    def _open_writer(self) -> JournalWriter:
         """The journal's own connection to the store."""
-        if self._db is None:
+        if self._writer is None:
             raise StoreError("the journal is closed")
-        return self._db
+        return self._writer
 
     def open(self) -> None:
         """Open the journal's own connection to the store, write the segments a crash or
         power loss left into it, and start the journal thread. Raises StoreError saying why
         it cannot."""
         try:
-            self._db = self._store.journal_writer(self.dedup_window)
+            self._writer = self._store.journal_writer(self.dedup_window)
             self.directory.mkdir(exist_ok=True)
             left = sorted(p for p in self.directory.glob("*.log") if p.stem.isdigit())
             replayed = self._replay(left)
             last = max((int(p.stem) for p in left), default=0)
             self._segment = _Segment(self.directory / f"{last + 1:08d}.log")
         except (OSError, StoreError) as exc:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
             raise StoreError(f"cannot open the journal {self.directory}: {exc}") from None
         if replayed:
             log.info("recovered %d events from the journal's segment files", replayed)
@@ -209,8 +203,10 @@ class Journal:
     def _replay(self, segments: list[Path]) -> int:
         """Write the events of `segments` into the database, sync, delete the segments."""
         rows = [row for path in segments for row in _records(path)]
-        self._writer.write([JournaledEvent(i, at, body, False) for i, at, body in rows], [], [])
-        self._writer.sync()
+        self._open_writer.write(
+            [JournaledEvent(i, at, body, False) for i, at, body in rows], [], []
+        )
+        self._open_writer.sync()
         for path in segments:
             path.unlink()
         return len(rows)
@@ -224,9 +220,9 @@ class Journal:
         if self._segment is not None:
             self._segment.close()
             self._segment = None
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     async def append(self, events: list[tuple[str, str]], now: float) -> list[bool]:
         """Make `events` ((id, JSON body) pairs) durable; for each, True when new, False when
@@ -309,7 +305,7 @@ class Journal:
         if len(self._unwritten) > MAX_UNWRITTEN:
             raise JournalError("the state database has not been writable for a while")
         rows = [row for append in appends for row in append.rows]
-        known = self._writer.accepted_at({event_id for event_id, _, _ in rows})
+        known = self._open_writer.accepted_at({event_id for event_id, _, _ in rows})
         window = self.dedup_window
         fresh: list[bool] = []
         new: dict[str, tuple[float, str]] = {}
@@ -392,7 +388,7 @@ class Journal:
             for i, (at, body) in self._unwritten.items()
         ]
         finished = [i for i in done if i in noted or i not in self._unwritten]
-        self._writer.write(rows, self._notes, finished)
+        self._open_writer.write(rows, self._notes, finished)
         self._unwritten = {}
         self._notes = []
         self._done = set()
@@ -405,7 +401,7 @@ class Journal:
         assert old is not None
         self._segment = None if closing else _Segment(self.directory / f"{old.number + 1:08d}.log")
         old.close()
-        self._writer.sync()
+        self._open_writer.sync()
         for path in self.directory.glob("*.log"):
             if path.stem.isdigit() and (
                 self._segment is None or int(path.stem) < self._segment.number

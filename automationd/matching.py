@@ -12,16 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from functools import lru_cache
 
 import jmespath.exceptions
 
 from automationd.config import Automation, Matcher
+from automationd.globs import is_glob, selects
 from automationd.jmescompile import is_truthy
 from automationd.templating import lookup
-
-_GLOB_CHARS = frozenset("*?[")
 
 
 def _same(expected: object, actual: object) -> bool:
@@ -136,7 +134,7 @@ class AutomationIndex:
         for position, automation in enumerate(automations):
             if not automation.enabled:
                 continue
-            if any(_GLOB_CHARS & set(pattern) for pattern in automation.on):
+            if any(is_glob(pattern) for pattern in automation.on):
                 self._globs.append((position, automation))
             else:
                 for event_type in automation.on:
@@ -148,7 +146,7 @@ class AutomationIndex:
         found += [
             (position, automation)
             for position, automation in self._globs
-            if any(fnmatchcase(event_type, pattern) for pattern in automation.on)
+            if selects(automation.on, event_type)
         ]
         found.sort(key=lambda pair: pair[0])
         return _TypeIndex.of(found)

@@ -29,8 +29,10 @@ from typing import Any
 import aiohttp
 
 from automationd.actions import PrefectSettings, client_ssl
-from automationd.journal import JournalError
+from automationd.backoff import doubled, equal_jitter
+from automationd.events import format_timestamp
 from automationd.secrets import Secret
+from automationd.store import JournalError
 from automationd.templating import Template
 
 log = logging.getLogger("automationd.prefect")
@@ -123,10 +125,6 @@ def flow_run_event(raw: Mapping[str, Any], ui_url: str | None) -> dict[str, obje
         "tenant_slug": "",
     }
     return event
-
-
-def _stamp(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _parse(stamp: str) -> datetime:
@@ -227,8 +225,8 @@ class PrefectSubscription:
             self._up_at = None
             self.reconnects += 1
             # the exponent stops growing past the cap (2.0 ** 1024 would overflow)
-            base = min(LONGEST_BACKOFF, FIRST_BACKOFF * 2.0 ** min(max(0, failures - 1), 16))
-            await asyncio.sleep(base / 2 + self.rng.uniform(0, base / 2))
+            base = doubled(FIRST_BACKOFF, min(max(0, failures - 1), 16), LONGEST_BACKOFF)
+            await asyncio.sleep(equal_jitter(base, self.rng))
 
     def _worked(self) -> bool:
         """Whether the connection that just ended had worked: it delivered an event, or it
@@ -263,8 +261,8 @@ class PrefectSubscription:
                     "filter": {
                         "event": {"prefix": [PREFIX]},
                         "occurred": {
-                            "since": _stamp(now - timedelta(minutes=1)),
-                            "until": _stamp(now + timedelta(days=3650)),
+                            "since": format_timestamp(now - timedelta(minutes=1)),
+                            "until": format_timestamp(now + timedelta(days=3650)),
                         },
                     },
                 }
@@ -274,7 +272,7 @@ class PrefectSubscription:
             await self._catch_up(now)
             self.state = "connected"
             self.error = None
-            self.connected_since = _stamp(datetime.now(UTC))
+            self.connected_since = format_timestamp(datetime.now(UTC))
             self._up_at, self._delivered = asyncio.get_running_loop().time(), False
             log.info("subscribed to Prefect events at %s", self.settings.api_url)
             async for message in socket:
@@ -290,15 +288,15 @@ class PrefectSubscription:
     async def _catch_up(self, now: datetime) -> None:
         """Read the events since the last one handed over, page by page, oldest first."""
         if self._position is None:  # the first connection ever: from now on
-            self._position = _stamp(now)
+            self._position = format_timestamp(now)
             self._store_position(force=True)
             return
         # events reach the server out of order by up to their senders' clock skew: look back
-        since = _stamp(_parse(self._position) - CATCH_UP_MARGIN)
+        since = format_timestamp(_parse(self._position) - CATCH_UP_MARGIN)
         body = {
             "filter": {
                 "event": {"prefix": [PREFIX]},
-                "occurred": {"since": since, "until": _stamp(now + timedelta(days=1))},
+                "occurred": {"since": since, "until": format_timestamp(now + timedelta(days=1))},
                 "order": "ASC",
             },
             "limit": PAGE_SIZE,
@@ -353,7 +351,7 @@ class PrefectSubscription:
         self.last_event = str(events[-1]["timestamp"])
         latest = max(_parse(str(e["timestamp"])) for e in events)
         if self._position is None or latest > _parse(self._position):
-            self._position = _stamp(latest)
+            self._position = format_timestamp(latest)
         self._store_position()
         return len(events)
 

@@ -34,10 +34,9 @@ from automationd.events import (
     split_batch,
 )
 from automationd.explain import explain
-from automationd.journal import JournalError
 from automationd.metrics import CONTENT_TYPE
 from automationd.openapi import OPENAPI
-from automationd.store import LetterFilter
+from automationd.store import JournalError, LetterFilter
 
 log = logging.getLogger("automationd.server")
 
@@ -387,8 +386,8 @@ async def post_dead_letter_retry(request: web.Request) -> web.Response:
     outcome = await request.app[ENGINE].retry_dead_letter(int(raw))
     if outcome is None:
         return error(404, f"no dead letter {raw}", "id")
-    if outcome != "retrying":
-        return error(409, outcome, "id")
+    if outcome.refused is not None:
+        return error(409, outcome.refused, "id")
     return web.json_response({"retrying": int(raw)}, status=202)
 
 

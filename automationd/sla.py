@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 
 from automationd.audit import AuditLog
 from automationd.config import AgentSla, Config, FlowSla
-from automationd.deadlines import Armed, Deadlines
+from automationd.deadlines import Deadlines
 from automationd.events import BUILTIN_TYPES, format_timestamp, parse_timestamp
 from automationd.matching import matcher_holds
-from automationd.store import Store
+from automationd.store import Deadline, Store
 
 log = logging.getLogger("automationd.sla")
 
@@ -120,10 +120,6 @@ def agent_key(agent_config_id: str, agent_id: str) -> str:
     return f"{agent_config_id}\x1f{agent_id}"
 
 
-def check_key(agent_config_id: str) -> str:
-    return agent_config_id
-
-
 def _fingerprint(sla: FlowSla) -> str:
     return json.dumps(
         [sla.kind, sla.duration, [[m.path, list(m.values)] for m in sla.match]], sort_keys=True
@@ -165,7 +161,7 @@ class SlaTracker:
         self._agent = {sla.agent_config_id: sla for sla in config.agent_slas}
         known = self._store.flow_sla_fingerprints()
         current = {sla.id: _fingerprint(sla) for sla in config.flow_slas}
-        rearm: list[Armed] = []
+        rearm: list[Deadline] = []
         for sla_id, fingerprint in known.items():
             if current.get(sla_id) != fingerprint:
                 for armed in list(self._deadlines.armed(FLOW_SLA, flow_key(sla_id, ""))):
@@ -181,12 +177,12 @@ class SlaTracker:
                 self._store.set_flow_sla_fingerprint(sla_id, fingerprint)
         now = self._now()
         for sla in config.agent_slas:
-            key = check_key(sla.agent_config_id)
+            key = sla.agent_config_id  # an agent SLA's check is keyed by its config id
             if self._deadlines.get(AGENT_SLA, key) is None:
                 payload: dict[str, object] = {"agent_config_id": sla.agent_config_id}
                 self._deadlines.arm(AGENT_SLA, key, now + sla.window, payload)
 
-    def _reconcile_flow(self, armed: Armed, rearm: list[Armed]) -> None:
+    def _reconcile_flow(self, armed: Deadline, rearm: list[Deadline]) -> None:
         payload = armed.payload
         sla = self._flow.get(str(payload["sla"]))
         attributes = payload.get("attributes")
@@ -204,7 +200,9 @@ class SlaTracker:
         else:
             if sla.duration != payload["duration"]:
                 due = float(str(payload["anchor"])) + sla.duration
-                rearm.append(Armed(FLOW_SLA, armed.key, due, {**payload, "duration": sla.duration}))
+                rearm.append(
+                    Deadline(FLOW_SLA, armed.key, due, {**payload, "duration": sla.duration})
+                )
                 self._audit.write(
                     "sla.armed",
                     **record,
@@ -215,7 +213,7 @@ class SlaTracker:
         self._deadlines.disarm(FLOW_SLA, armed.key)
         self._audit.write("sla.disarmed", **record, reason=reason)
 
-    def _reconcile_agent(self, armed: Armed, rearm: list[Armed]) -> None:
+    def _reconcile_agent(self, armed: Deadline, rearm: list[Deadline]) -> None:
         config_id = str(armed.payload["agent_config_id"])
         sla = self._agent.get(config_id)
         if sla is None:
@@ -224,7 +222,7 @@ class SlaTracker:
             return
         seen = armed.payload.get("seen")
         if isinstance(seen, int | float) and seen + sla.window != armed.due:
-            rearm.append(Armed(AGENT_SLA, armed.key, seen + sla.window, armed.payload))
+            rearm.append(Deadline(AGENT_SLA, armed.key, seen + sla.window, armed.payload))
 
     # --- events
 
@@ -275,7 +273,7 @@ class SlaTracker:
         run_id: str,
         anchor: float,
         attributes: dict[str, object],
-        existing: Armed | None,
+        existing: Deadline | None,
     ) -> None:
         due = anchor + sla.duration
         payload: dict[str, object] = {

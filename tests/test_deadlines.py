@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from automationd.deadlines import Armed, ScheduledDeadlines
+from automationd.deadlines import ScheduledDeadlines
+from automationd.store import Deadline
 from automationd.store.sqlite import SqliteStore
 
 Fired = list[tuple[str, dict[str, object]]]
@@ -26,15 +27,15 @@ class OneKind:
         self.deadlines.arm(KIND, key, due, payload)
 
     def arm_many(self, rows: list[tuple[str, float, dict[str, object]]]) -> None:
-        self.deadlines.arm_many([Armed(KIND, key, due, payload) for key, due, payload in rows])
+        self.deadlines.arm_many([Deadline(KIND, key, due, payload) for key, due, payload in rows])
 
     def disarm(self, key: str) -> bool:
         return self.deadlines.disarm(KIND, key)
 
-    def get(self, key: str) -> Armed | None:
+    def get(self, key: str) -> Deadline | None:
         return self.deadlines.get(KIND, key)
 
-    def armed(self) -> Iterator[Armed]:
+    def armed(self) -> Iterator[Deadline]:
         return self.deadlines.armed(KIND)
 
     def __len__(self) -> int:

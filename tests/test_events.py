@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -15,6 +15,7 @@ from automationd.events import (
     EventError,
     EventType,
     EventTypeResolver,
+    format_timestamp,
     new_id,
     normalise,
     parse_json,
@@ -307,3 +308,13 @@ def test_the_phrases_of_a_default_message_make_up_its_contract_sentence(event_ty
         BUILTIN_TYPES[event_type].message.source
     )
     assert all(not choices[-1].fields() for choices in phrases)  # something always reads
+
+
+def test_timestamps_are_written_in_utc_with_a_z() -> None:
+    """One format for every timestamp the daemon writes (events, audit, Prefect filters)."""
+    assert format_timestamp(NOW) == "2026-11-27T09:30:00Z"
+    assert format_timestamp(NOW.replace(microsecond=250)) == "2026-11-27T09:30:00.000250Z"
+    berlin = timezone(timedelta(hours=1))
+    assert format_timestamp(datetime(2026, 11, 27, 10, 30, tzinfo=berlin)) == (
+        "2026-11-27T09:30:00Z"
+    )

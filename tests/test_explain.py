@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
+from automationd.actions import Services
 from tests.support import audit_records, daemon, receiver, run_cli
 
 SLACK_URL = "https://hooks.slack.com/services/T0/B0/secretSECRET"
@@ -311,3 +313,11 @@ automations:
     assert isinstance(request.body, dict)
     assert request.body["routing_key"] == "R0UTINGsecretKEY"
     assert "R0UTINGsecretKEY" not in (tmp_path / "audit.jsonl").read_text()
+
+
+def test_a_preview_has_no_http_client_and_says_so_when_asked() -> None:
+    services = Services(None, {})
+    assert services.session is None
+    with pytest.raises(RuntimeError) as raised:
+        _ = services.http
+    assert str(raised.value) == "a preview has no HTTP client: it sends nothing"

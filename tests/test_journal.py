@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from automationd.journal import Journal, JournalError
-from automationd.store import StoreError, Unfinished
+from automationd.journal import Journal
+from automationd.store import JournalError, StoreError, Unfinished
 from automationd.store.sqlite import SqliteStore
 
 

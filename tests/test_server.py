@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from automationd.config import parse_config
 from automationd.engine import Engine
-from automationd.server import create_app
+from automationd.server import ENGINE, create_app
 from tests.support import Receiver, audit_records, receiver
 
 Client = TestClient[web.Request, web.Application]
@@ -115,6 +115,34 @@ async def test_unknown_paths_and_methods_are_json(client: Client) -> None:
     assert (await response.json())["error"] == "Not Found"
     response = await client.get("/events")
     assert response.status == 405
+
+
+async def test_a_dead_letter_retry_answers_what_became_of_it(client: Client) -> None:
+    """202 when its action runs again, 409 naming what left the rules, 404 when unknown."""
+    app = client.app
+    assert app is not None
+    store = app[ENGINE].store
+    event: dict[str, object] = {"id": "e1", "type": "flow_run_state_change", "message": "m"}
+    kept = store.add_dead_letter(event, "failed", 1, "webhook", "HTTP 503", 1.0, 2)
+    gone = store.add_dead_letter(event, "gone", 0, "webhook", "HTTP 503", 1.0, 2)
+    moved = store.add_dead_letter(event, "failed", 5, "webhook", "HTTP 503", 1.0, 2)
+    response = await client.post(f"/dead-letters/{gone}/retry")
+    assert (response.status, await response.json()) == (
+        409,
+        {"error": "automation gone (action 0) is no longer in the rules", "field": "id"},
+    )
+    response = await client.post(f"/dead-letters/{moved}/retry")
+    assert (response.status, await response.json()) == (
+        409,
+        {"error": "automation failed (action 5) is no longer in the rules", "field": "id"},
+    )
+    response = await client.post("/dead-letters/999/retry")
+    assert (response.status, await response.json()) == (
+        404,
+        {"error": "no dead letter 999", "field": "id"},
+    )
+    response = await client.post(f"/dead-letters/{kept}/retry")
+    assert (response.status, await response.json()) == (202, {"retrying": kept})
 
 
 async def test_healthz(client: Client) -> None:

@@ -11,9 +11,9 @@ import pytest
 
 from automationd.audit import AuditLog
 from automationd.config import Config, parse_config
-from automationd.deadlines import Armed
 from automationd.events import EventTypeResolver, normalise
 from automationd.sla import FINISHED, RUNNING, SCHEDULED, STARTED, SlaTracker, phase_of
+from automationd.store import Deadline
 from automationd.store.sqlite import SqliteStore
 from tests.support import audit_records
 
@@ -32,22 +32,22 @@ class ManualDeadlines:
     """The Deadlines seam, fired by `advance()` instead of a scheduler."""
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], Armed] = {}
+        self.rows: dict[tuple[str, str], Deadline] = {}
 
     def arm(self, kind: str, key: str, due: float, payload: dict[str, object]) -> None:
-        self.rows[kind, key] = Armed(kind, key, due, payload)
+        self.rows[kind, key] = Deadline(kind, key, due, payload)
 
-    def arm_many(self, deadlines: Sequence[Armed]) -> None:
+    def arm_many(self, deadlines: Sequence[Deadline]) -> None:
         for armed in deadlines:
             self.arm(armed.kind, armed.key, armed.due, armed.payload)
 
     def disarm(self, kind: str, key: str) -> bool:
         return self.rows.pop((kind, key), None) is not None
 
-    def get(self, kind: str, key: str) -> Armed | None:
+    def get(self, kind: str, key: str) -> Deadline | None:
         return self.rows.get((kind, key))
 
-    def armed(self, kind: str | None = None, prefix: str = "") -> Iterator[Armed]:
+    def armed(self, kind: str | None = None, prefix: str = "") -> Iterator[Deadline]:
         """Those of `kind` (every kind when None) whose key starts with `prefix`."""
         rows = (
             a for a in self.rows.values() if kind in (None, a.kind) and a.key.startswith(prefix)

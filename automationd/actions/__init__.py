@@ -20,6 +20,7 @@ from typing import ClassVar, Protocol
 
 import aiohttp
 
+from automationd.backoff import doubled, equal_jitter
 from automationd.secrets import Secret
 from automationd.templating import (
     JsonNode,
@@ -80,8 +81,7 @@ class RetryPolicy:
         The backoff doubles from `initial` up to `max`, with "equal jitter" (half fixed, half
         random) so that many actions failing together do not retry in lockstep. A
         destination's Retry-After is honoured when it asks for longer (up to an hour)."""
-        base = min(self.max, self.initial * 2.0 ** (failed_attempt - 1))
-        backoff = base / 2 + rng.uniform(0, base / 2)
+        backoff = equal_jitter(doubled(self.initial, failed_attempt - 1, self.max), rng)
         if retry_after is not None:
             return max(backoff, min(retry_after, LONGEST_RETRY_AFTER))
         return backoff
@@ -167,13 +167,22 @@ class PrefectSettings:
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """What actions reach beyond the event: the HTTP client, secrets and service settings."""
+    """What actions reach beyond the event: the HTTP client, secrets and service settings.
+    A preview (`automationd test`, POST /explain) sends nothing, so it has no HTTP client
+    (`session` None)."""
 
-    http: aiohttp.ClientSession
+    session: aiohttp.ClientSession | None
     secrets: Mapping[str, Secret]
     endpoints: Endpoints = Endpoints()
     smtp: SmtpSettings | None = None
     prefect: PrefectSettings | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The HTTP client to send with; asking a preview's for it is a bug, and says so."""
+        if self.session is None:
+            raise RuntimeError("a preview has no HTTP client: it sends nothing")
+        return self.session
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,15 @@ class BrokenCopy(StoreError):
     """A backup copy was made but fails the database's own check."""
 
 
+class JournalError(Exception):
+    """The journal cannot be written: the events were not made durable. Here, beside the
+    journal's writes, so the journal, the audit trail and the event sources that raise or
+    catch it import it from a leaf."""
+
+    reason = "journal_unwritable"
+    """The `reason` of automationd_events_rejected_total."""
+
+
 @dataclass(frozen=True, slots=True)
 class LetterFilter:
     """Which dead letters an operator means: by id, automation (a glob), action kind and

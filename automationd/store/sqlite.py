@@ -33,6 +33,7 @@ from automationd.store.sqlite_base import (
     BUSY_TIMEOUT_MS,
     connect,
     driver_errors,
+    table_names,
     transaction,
     translated,
 )
@@ -423,7 +424,7 @@ class SqliteStore:
 
 
 def _holdings(db: sqlite3.Connection) -> Holdings:
-    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    tables = table_names(db)
 
     def count(table: str, where: str = "") -> int:
         if table not in tables:

@@ -54,6 +54,11 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def table_names(db: sqlite3.Connection) -> set[str]:
+    """The tables the database holds (an older version's store may lack some)."""
+    return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
 @contextmanager
 def transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[sqlite3.Connection]:
     """Statements in one transaction: committed together, or rolled back on any error (unless

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from automationd.store.sqlite_base import transaction
+from automationd.store.sqlite_base import table_names, transaction
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS deadlines (
@@ -93,7 +93,7 @@ def upgrade(db: sqlite3.Connection) -> None:
     """Create what is missing and move an earlier version's rows into this schema, in one
     transaction."""
     with transaction(db, "BEGIN IMMEDIATE"):
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = table_names(db)
         keyed = "deadlines" in tables and "kind" not in _columns(db, "deadlines")
         if keyed:
             db.execute("ALTER TABLE deadlines RENAME TO deadlines_keyed")

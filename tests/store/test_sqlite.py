@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from automationd.sla import AGENT_SLA, FLOW_SLA, agent_key, check_key, flow_key
+from automationd.sla import AGENT_SLA, FLOW_SLA, agent_key, flow_key
 from automationd.store import Deadline, StoreError, Unfinished
 from automationd.store.sqlite import PROBE_EVERY, SqliteStore
-from automationd.store.sqlite_base import connect
+from automationd.store.sqlite_base import connect, table_names
 from automationd.store.sqlite_schema import KINDS_OF_PREFIXES
 
 OLD_SCHEMA = (  # automationd/state.py's SCHEMA before issue 17, as it was
@@ -126,7 +126,7 @@ def assert_upgraded(store: SqliteStore) -> None:
         Deadline(
             AGENT_SLA, agent_key("prod", "a1"), 200.0, {"agent_config_id": "prod", "agent_id": "a1"}
         ),
-        Deadline(AGENT_SLA, check_key("prod"), 300.0, {"agent_config_id": "prod"}),
+        Deadline(AGENT_SLA, "prod", 300.0, {"agent_config_id": "prod"}),
     ]
     assert sorted(store.deadline_times()) == [
         (AGENT_SLA, "prod", 300.0),
@@ -222,6 +222,16 @@ def test_every_connection_is_set_up_alike(tmp_path: Path) -> None:
         writer_db.close()
     finally:
         store.close()
+
+
+def test_the_tables_listed_are_the_tables_only(tmp_path: Path) -> None:
+    """What the upgrade and the backup's counts look at: tables, not indexes."""
+    with closing(connect(tmp_path / "state.db")) as db:
+        assert table_names(db) == set()
+        db.execute("CREATE TABLE events (id TEXT PRIMARY KEY, done INTEGER)")
+        db.execute("CREATE INDEX events_done ON events (done)")
+        db.execute("CREATE TABLE flags (name TEXT)")
+        assert table_names(db) == {"events", "flags"}
 
 
 def test_letters_of_a_store_from_before_attempts_were_counted_read_null(tmp_path: Path) -> None:
