@@ -35,10 +35,10 @@ from automationd.matching import AutomationIndex
 from automationd.metrics import Metrics
 from automationd.prefect_events import PrefectSubscription
 from automationd.secrets import Redactor
-from automationd.sla import SlaTracker
 from automationd.store import LetterFilter, Store, StoreError
 from automationd.store.sqlite import SqliteStore
 from automationd.systemd import Notifier
+from automationd.triggers import Triggers
 
 log = logging.getLogger("automationd.engine")
 
@@ -183,7 +183,7 @@ class Engine:
         self.audit = AuditLog(config.audit.path, fsync=config.audit.fsync, clock=clock)
         self.store: Store = SqliteStore(config.state.path)
         self.deadlines = ScheduledDeadlines(self.store, self._deadline_passed)
-        self.sla = SlaTracker(self.deadlines, self.store, self.audit, self.emit, clock)
+        self.triggers = Triggers(self.deadlines, self.store, self.audit, self.emit, clock)
         state = config.state
         self.journal = (
             Journal(
@@ -239,7 +239,7 @@ class Engine:
             automations=[a.name for a in config.automations],
         )
         log.info("loaded %s: %d automations", config.source, len(config.automations))
-        self.sla.configure(config)
+        self.triggers.configure(config)
         self.deadlines.start()
         self._know_types()
         self.metrics.reload_successful.set(1)
@@ -329,7 +329,7 @@ class Engine:
             changes["restart_needed"] = [n for n, v in kept.items() if v != getattr(new, n)]
             new = dataclasses.replace(new, **kept)
             self.rules = Rules.of(new)  # the swap: events from here on meet the new rules
-            self.sla.configure(new)
+            self.triggers.configure(new)
             sections = changes["sections_changed"]
             if isinstance(sections, list) and {"prefect", "secrets"} & set(sections):
                 if self.prefect is not None:
@@ -380,7 +380,7 @@ class Engine:
         }
 
     async def _deadline_passed(self, kind: str, key: str, payload: dict[str, object]) -> None:
-        await self.sla.on_due(kind, key, payload)
+        await self.triggers.on_due(kind, key, payload)
 
     async def emit(self, raw: dict[str, object]) -> None:
         """Accept an event the daemon made itself (an SLA failure): journaled, audited and
@@ -617,7 +617,7 @@ class Engine:
     def process(self, event: dict[str, object]) -> None:
         """Arm or disarm the SLA deadlines the event affects, judge every automation of its
         type and start the actions of those that fire."""
-        for made in self.sla.observe(event):
+        for made in self.triggers.observe(event):
             self._spawn(self.emit(made))
         fired: list[str] = []
         pending = 0

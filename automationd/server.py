@@ -210,7 +210,7 @@ async def get_healthz(request: web.Request) -> web.Response:
 
 async def get_slas(request: web.Request) -> web.Response:
     """Armed flow SLA deadlines (soonest first) and the health of each agent SLA."""
-    return web.json_response(request.app[ENGINE].sla.listing())
+    return web.json_response(request.app[ENGINE].triggers.listing())
 
 
 async def get_readyz(request: web.Request) -> web.Response:

@@ -25,8 +25,9 @@ from automationd.audit import AuditLog
 from automationd.config import Config, parse_config
 from automationd.deadlines import ScheduledDeadlines
 from automationd.events import EventTypeResolver, normalise
-from automationd.sla import FLOW_SLA, SlaTracker, flow_key
 from automationd.store.sqlite import SqliteStore
+from automationd.triggers import Triggers
+from automationd.triggers.flow_sla import FLOW_SLA, flow_key
 
 RULES = textwrap.dedent("""\
     version: 1
@@ -55,7 +56,7 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-Parts = tuple[SqliteStore, AuditLog, ScheduledDeadlines, SlaTracker]
+Parts = tuple[SqliteStore, AuditLog, ScheduledDeadlines, Triggers]
 
 
 def tracker_for(directory: Path, config: Config) -> Parts:
@@ -64,7 +65,7 @@ def tracker_for(directory: Path, config: Config) -> Parts:
     audit = AuditLog(directory / "audit.jsonl", fsync="never", clock=now)
     audit.open()
     deadlines = ScheduledDeadlines(store, nothing)
-    return store, audit, deadlines, SlaTracker(deadlines, store, audit, drop, now)
+    return store, audit, deadlines, Triggers(deadlines, store, audit, drop, now)
 
 
 async def child(directory: Path, count: int) -> dict[str, float]:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from automationd.sla import AGENT_SLA, FLOW_SLA, agent_key, flow_key
 from automationd.store import Deadline, StoreError, Unfinished
 from automationd.store.sqlite import PROBE_EVERY, SqliteStore
 from automationd.store.sqlite_base import connect, table_names
 from automationd.store.sqlite_schema import KINDS_OF_PREFIXES
+from automationd.triggers.agent_sla import AGENT_SLA, agent_key
+from automationd.triggers.flow_sla import FLOW_SLA, flow_key
 
 OLD_SCHEMA = (  # automationd/state.py's SCHEMA before issue 17, as it was
     """CREATE TABLE IF NOT EXISTS deadlines (
@@ -266,7 +267,7 @@ def test_letters_of_a_store_from_before_attempts_were_counted_read_null(tmp_path
 
 
 def test_the_upgrade_names_only_the_kinds_the_slas_use() -> None:
-    """The old key prefixes map to the kinds sla.py arms its deadlines under (the two are
+    """The old key prefixes map to the kinds the SLA triggers arm their deadlines under (the two are
     written in two places; this ties them)."""
     assert set(KINDS_OF_PREFIXES.values()) == {FLOW_SLA, AGENT_SLA}
 

@@ -12,9 +12,10 @@ import pytest
 from automationd.audit import AuditLog
 from automationd.config import Config, parse_config
 from automationd.events import EventTypeResolver, normalise
-from automationd.sla import FINISHED, RUNNING, SCHEDULED, STARTED, SlaTracker, phase_of
 from automationd.store import Deadline
 from automationd.store.sqlite import SqliteStore
+from automationd.triggers import Triggers
+from automationd.triggers.flow_sla import FINISHED, RUNNING, SCHEDULED, STARTED, phase_of
 from tests.support import audit_records
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
@@ -68,11 +69,11 @@ class Harness:
         self.tracker = self.new_tracker()
         self.configure(rules)
 
-    def new_tracker(self) -> SlaTracker:
+    def new_tracker(self) -> Triggers:
         async def emit(event: dict[str, object]) -> None:
             self.emitted.append(event)
 
-        return SlaTracker(self.deadlines, self.store, self.audit, emit, self.clock)
+        return Triggers(self.deadlines, self.store, self.audit, emit, self.clock)
 
     def configure(self, rules: str) -> Config:
         config = parse_config(
