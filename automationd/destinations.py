@@ -4,7 +4,7 @@ neither memory nor the other destinations' turns.
 Every run of an action is *pending* at its destination from when it is admitted until its
 outcome: waiting for one of the destination's slots, in an attempt, or backing off. A
 destination admits at most `max_pending` runs; beyond that a new run is refused at once
-(the engine dead-letters it), so what waits behind a dead destination stays bounded.
+(the runner dead-letters it), so what waits behind a dead destination stays bounded.
 At most `concurrency` attempts per destination are in flight; the rest wait their turn in
 order of arrival.
 """

@@ -13,9 +13,8 @@ import dataclasses
 import gc
 import hashlib
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from automationd import __version__, jsontext
-from automationd.actions import Action, ActionContext, ActionError, Services
+from automationd.actions import Action, Services
 from automationd.audit import AuditLog
 from automationd.config import Automation, Config, ConfigError, parse_config
 from automationd.deadlines import ScheduledDeadlines
@@ -34,6 +33,7 @@ from automationd.journal import Journal
 from automationd.matching import AutomationIndex
 from automationd.metrics import Metrics
 from automationd.prefect_events import PrefectSubscription
+from automationd.runner import Runner, Terms
 from automationd.secrets import Redactor
 from automationd.store import LetterFilter, Store, StoreError
 from automationd.store.sqlite import SqliteStore
@@ -194,9 +194,15 @@ class Engine:
         )
         self._reserved = 0
         self._outstanding: dict[str, int] = {}
-        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-        self.rng = random.Random()
         self.destinations = Destinations(self.metrics.pending_changed)
+        self.runner = Runner(
+            audit=self.audit,
+            metrics=self.metrics,
+            store=self.store,
+            destinations=self.destinations,
+            clock=clock,
+            settled=self._settled,
+        )
         self._queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[object]] = set()
         self._background: list[asyncio.Task[None]] = []
@@ -714,221 +720,39 @@ class Engine:
         letter: int | None = None,
         test: bool = False,
     ) -> bool:
-        """Run one action with its retry policy, auditing every attempt and the outcome once.
+        """Run one action through the runner; never raises.
 
-        Never raises: a failure is an audit record and a log line, with secrets redacted."""
-        rules = self.rules  # in-flight actions finish under the rules they started with
+        In-flight actions finish under the rules they started with: the terms of the run
+        are taken from the rules live when it starts."""
+        rules = self.rules
         assert self._http is not None
         config = rules.config
         services = Services(
             self._http, config.secrets, config.endpoints, config.smtp, config.prefect
         )
-        ctx = ActionContext(event, automation.name, index, services)
-        redact = rules.redact
-        common: dict[str, object] = {
-            "event_id": event["id"],
-            "automation": automation.name,
-            "action": action.kind,
-            "action_index": index,
-        }
-        if test:
-            common["test"] = True
-        destination = action.spec.destination()
         delivery = config.delivery
-        token = self.destinations.admit(
-            destination,
-            max_pending=delivery.max_pending_per_destination,
-            concurrency=delivery.concurrency_per_destination,
+        terms = Terms(
+            services,
+            rules.redact,
+            delivery.max_pending_per_destination,
+            delivery.concurrency_per_destination,
         )
-        if token is None:
-            message = (
-                f"destination backlog full: {delivery.max_pending_per_destination} actions "
-                f"pending for {destination}"
-            )
-            self.audit.write("action.failed", **common, attempts=0, error=message)
-            self.metrics.actions.labels(action.kind, "failed").inc()
-            if not test:
-                self._finished(event, automation.name, index, message, letter, action.kind, 0)
-            return False
-        try:
-            return await self._attempts(
-                action, event, ctx, destination, common, redact, letter=letter, test=test
-            )
-        finally:
-            self.destinations.finish(destination, token)
-
-    async def _attempts(
-        self,
-        action: Action,
-        event: dict[str, object],
-        ctx: ActionContext,
-        destination: str,
-        common: dict[str, object],
-        redact: Redactor,
-        *,
-        letter: int | None,
-        test: bool,
-    ) -> bool:
-        """The attempts of one admitted run, within its life (`give_up_after`): waiting for
-        a slot at the destination, each attempt and each back-off count against it."""
-        name, index = ctx.automation, ctx.index
-        policy = action.retry
-        loop = asyncio.get_running_loop()
-        life_ends = loop.time() + action.give_up_after
-        gave_up = f"gave up after {action.give_up_after:g} s (delivery.give_up_after)"
-        attempt = 0
-        failure: dict[str, object] = {}
-        message = ""
-        while attempt < policy.attempts:
-            try:
-                async with asyncio.timeout_at(life_ends):
-                    await self.destinations.slot(destination)
-            except TimeoutError:
-                message = f"{gave_up} waiting for a free slot at {destination}"
-                failure = {"error": message}
-                break
-            left = life_ends - loop.time()
-            if left <= 0:  # the slot came as its life ended: no attempt is made
-                self.destinations.free(destination)
-                message = f"{gave_up} waiting for a free slot at {destination}"
-                failure = {"error": message}
-                break
-            attempt += 1
-            started = time.monotonic()
-            error: ActionError | None = None
-            cut_by_life = left < action.timeout
-            try:
-                async with asyncio.timeout(min(action.timeout, left)):
-                    result = await action.spec.run(ctx)
-            except TimeoutError:
-                if cut_by_life:
-                    error = ActionError(
-                        f"{gave_up}: the attempt was cut after {left:.3g} s", retryable=False
-                    )
-                else:
-                    error = ActionError(f"no answer within {action.timeout:g} s", retryable=True)
-            except ActionError as exc:
-                error = exc
-            except Exception as exc:
-                log.exception("%s #%d of %s crashed", action.kind, index, name)
-                error = ActionError(f"internal error: {type(exc).__name__}", retryable=False)
-            finally:
-                self.destinations.free(destination)
-            elapsed = time.monotonic() - started
-            latency_ms = round(elapsed * 1000, 1)
-            self.metrics.latency.labels(action.kind).observe(elapsed)
-            self.metrics.attempts.labels(action.kind, "ok" if error is None else "failed").inc()
-            if error is None:
-                outcome = {
-                    "status": result.status,
-                    "latency_ms": latency_ms,
-                    "response": redact(result.detail),
-                }
-                self.audit.write("action.attempt", **common, attempt=attempt, ok=True, **outcome)
-                self.audit.write("action.succeeded", **common, attempts=attempt, **outcome)
-                self.metrics.actions.labels(action.kind, "succeeded").inc()
-                if not test:
-                    self._finished(event, name, index, None, letter, action.kind, attempt)
-                return True
-            retry_in = None
-            if error.retryable and attempt < policy.attempts:
-                retry_in = round(policy.delay(attempt, error.retry_after, self.rng), 3)
-            message = redact(error.message)
-            failure = {
-                "status": error.status,
-                "latency_ms": latency_ms,
-                "error": message,
-                "response": redact.optional(error.detail),
-            }
-            self.audit.write(
-                "action.attempt",
-                **common,
-                attempt=attempt,
-                ok=False,
-                **failure,
-                retryable=error.retryable,
-                retry_in_s=retry_in,
-            )
-            if retry_in is None:
-                break
-            if loop.time() + retry_in >= life_ends:
-                message = f"{gave_up}: the next attempt would be due in {retry_in:g} s; {message}"
-                failure = {**failure, "error": message}
-                break
-            log.info(
-                "%s #%d of %s: attempt %d failed (%s); retrying in %.1f s",
-                action.kind,
-                index,
-                name,
-                attempt,
-                message,
-                retry_in,
-            )
-            await self.sleep(retry_in)
-        log.warning(
-            "%s #%d of %s failed after %d attempt(s): %s",
-            action.kind,
-            index,
-            name,
-            attempt,
-            message,
+        return await self.runner.run(
+            automation.name, index, action, event, terms, letter=letter, test=test
         )
-        self.audit.write("action.failed", **common, attempts=attempt, **failure)
-        self.metrics.actions.labels(action.kind, "failed").inc()
-        if not test:
-            self._finished(event, name, index, message, letter, action.kind, attempt)
-        return False
 
-    def _finished(
-        self,
-        event: dict[str, object],
-        automation: str,
-        index: int,
-        error: str | None,
-        letter: int | None,
-        kind: str,
-        attempts: int,
-    ) -> None:
-        """Record an action's final outcome: progress in the journal, a dead letter when it
-        failed (with its `attempts`), and the event done when it was its last action."""
-        event_id = str(event["id"])
-        try:
-            if letter is not None:
-                self.store.retried_dead_letter(letter, error, attempts)
-                if error is None:
-                    self.audit.write("dead_letter.resolved", letter=letter, event_id=event_id)
-                return
-            if error is not None:
-                at = self.clock().timestamp()
-                new_letter = self.store.add_dead_letter(
-                    event, automation, index, kind, error, at, attempts
-                )
-                self.audit.write(
-                    "action.dead_lettered",
-                    letter=new_letter,
-                    event_id=event_id,
-                    automation=automation,
-                    action_index=index,
-                )
-            if self.journal is None:
-                return
-            self.journal.set_outcome(
-                event_id, automation, index, "failed" if error else "succeeded"
-            )
-            left = self._outstanding.get(event_id, 1) - 1
-            if left > 0:
-                self._outstanding[event_id] = left
-            else:
-                self._outstanding.pop(event_id, None)
-                self.journal.set_done(event_id)
-        except StoreError as exc:
-            log.error(
-                "cannot record the outcome of %s #%d for event %s: %s",
-                automation,
-                index,
-                event_id,
-                exc,
-            )
+    def _settled(self, event_id: str, automation: str, index: int, failed: bool) -> None:
+        """An action's final outcome (its dead letter kept): progress in the journal, and
+        the event done when it was its last action. Raises StoreError (the runner logs it)."""
+        if self.journal is None:
+            return
+        self.journal.set_outcome(event_id, automation, index, "failed" if failed else "succeeded")
+        left = self._outstanding.get(event_id, 1) - 1
+        if left > 0:
+            self._outstanding[event_id] = left
+        else:
+            self._outstanding.pop(event_id, None)
+            self.journal.set_done(event_id)
 
 
 def settle_heap() -> None:

@@ -62,7 +62,7 @@ async def engine_for(
         delays.append(seconds)
 
     engine = Engine(config)
-    engine.sleep = no_wait
+    engine.runner.sleep = no_wait
     await engine.start()
     try:
         yield engine, delays
