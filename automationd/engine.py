@@ -22,6 +22,7 @@ from automationd import __version__
 from automationd.actions import Action, Services
 from automationd.audit import AuditLog
 from automationd.config import Automation, Config
+from automationd.cooldowns import Cooldowns
 from automationd.deadlines import ScheduledDeadlines
 from automationd.destinations import Destinations
 from automationd.globs import is_glob
@@ -88,6 +89,9 @@ class Engine:
             automations=lambda: self.config.automations,
             start_action=self._start_action,
             requeue=self.intake.queue.put_nowait,
+        )
+        self.cooldowns = Cooldowns(
+            audit=self.audit, metrics=self.metrics, store=self.store, clock=clock
         )
         self.destinations = Destinations(self.metrics.pending_changed)
         self.runner = Runner(
@@ -268,7 +272,7 @@ class Engine:
                     error=f"{verdict.reason}: {verdict.error}",
                 )
                 continue
-            if not verdict.fired or self._cooling_down(automation, event):
+            if not verdict.fired or self.cooldowns.holds_back(automation, event):
                 continue
             self.audit.write("automation.matched", event_id=event["id"], automation=automation.name)
             self.metrics.automations_matched.labels(automation.name).inc()
@@ -277,44 +281,6 @@ class Engine:
                 pending += 1
                 self._spawn(self._run_action(automation, index, action, event))
         self.progress.matched(str(event["id"]), fired, pending)
-
-    def cooldown_left(
-        self, automation: Automation, event: dict[str, object]
-    ) -> tuple[str, float] | None:
-        """The rendered key and seconds left when a cooldown holds this automation back."""
-        if automation.cooldown is None:
-            return None
-        key = automation.cooldown.key.render(event)
-        left = self._cooldown_until(automation, key) - self.clock().timestamp()
-        return (key, round(left, 3)) if left > 0 else None
-
-    def _cooldown_until(self, automation: Automation, key: str) -> float:
-        until = self.store.cooldown_until(automation.name, key)
-        return until if until is not None else 0.0
-
-    def _cooling_down(self, automation: Automation, event: dict[str, object]) -> bool:
-        """Whether a cooldown holds this firing back; if not, start the cooldown now.
-
-        Cooldowns live in the store (when each automation's cooldown for a rendered key
-        ends), so they survive restarts."""
-        cooldown = automation.cooldown
-        if cooldown is None:
-            return False
-        key = cooldown.key.render(event)
-        now = self.clock().timestamp()
-        left = self._cooldown_until(automation, key) - now
-        if left > 0:
-            self.audit.write(
-                "automation.suppressed",
-                event_id=event["id"],
-                automation=automation.name,
-                key=key,
-                remaining_s=round(left, 3),
-            )
-            self.metrics.automations_suppressed.labels(automation.name).inc()
-            return True
-        self.store.set_cooldown(automation.name, key, now + cooldown.seconds)
-        return False
 
     async def send_test(self, automation: Automation, event: dict[str, object]) -> bool:
         """Run one automation's actions for `event` for real, once each (with their retries),

@@ -397,7 +397,7 @@ async def post_explain(request: web.Request) -> web.Response:
         body = await read_body(request, engine.config.server.body_timeout)
         events, batch = split_batch(parse_json(body))
         now = engine.clock()
-        answers = [explain(engine.config, raw, now, engine.cooldown_left) for raw in events]
+        answers = [explain(engine.config, raw, now, engine.cooldowns.left) for raw in events]
     except EventError as exc:
         return error(400, exc.message, exc.field)
     except web.HTTPRequestEntityTooLarge:
