@@ -70,3 +70,13 @@ def test_sections_and_what_waits_for_a_restart() -> None:
     assert changes.describe() == (
         "automations changed: a; sections changed: retry; restart needed: server"
     )
+
+
+def test_new_tokens_are_taken_without_a_restart(tmp_path: Path) -> None:
+    old_tokens, new_tokens = tmp_path / "old", tmp_path / "new"
+    old_tokens.write_text("first-token-of-enough-length\n")
+    new_tokens.write_text("second-token-of-enough-length\n")
+    old = rules("a:x", extra=f"server: {{tokens_file: {old_tokens}}}")
+    new = rules("a:x", extra=f"server: {{tokens_file: {new_tokens}}}")
+    assert old.server != new.server
+    assert changes_between(old, new) == Changes()
