@@ -2,8 +2,9 @@
 
 It builds the engine and its HTTP app, raises the open-file limit and caps connections below
 it, loads the TLS certificate, binds through a connection Gate (connections.py), reloads on
-SIGHUP and on every save of the rules file (watch.py), tells systemd when it is ready and
-stopping and pings its watchdog (systemd.py), and on SIGTERM or SIGINT stops gracefully:
+SIGHUP and on every save of the rules file (watch.py), settles the heap whenever new rules
+are in place, tells systemd when it is ready and stopping and pings its watchdog
+(systemd.py), and on SIGTERM or SIGINT stops gracefully:
 the listener closes (no new events), then the app, whose cleanup stops the engine: running
 actions get their grace there. `automationd receive` borrows its bind and its signals.
 """
@@ -11,6 +12,7 @@ actions get their grace there. `automationd receive` borrows its bind and its si
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -73,7 +75,7 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     max_connections = allowed_connections(server.max_connections, raise_open_file_limit())
     throttle_accept_errors(asyncio.get_running_loop())
     notifier = Notifier(environ)
-    engine = Engine(config, environ=environ, notifier=notifier)
+    engine = Engine(config, environ=environ, notifier=notifier, settled=settle_heap)
     runner = web.AppRunner(
         create_app(engine),
         access_log=None,
@@ -131,6 +133,18 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     notifier.close()
     log.info("stopped")
     return 0
+
+
+def settle_heap() -> None:
+    """Collect once and set aside (gc.freeze) what is left: the libraries, the rules, the
+    daemon's long-lived objects. Under load the collector runs a full pass about once a
+    second; it then walks only what the traffic made (measured: 0.6 ms instead of 17-27 ms,
+    a pause every request waiting at that moment shared). Objects set aside are still freed
+    when no longer referenced; only their cycles wait for the next call (each reload): the
+    engine calls it once its rules are in place."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def allowed_connections(wanted: int, open_files: int | None) -> int:

@@ -1,15 +1,14 @@
-"""Events: the built-in types of the contract, strict JSON intake, and normalisation.
+"""Events: the built-in types of the contract, the type resolver, and normalisation.
 
 Every event the daemon handles, received or emitted, passes through `normalise`, which fills
 `id`, `timestamp`, `event_name`, `message` and the base attributes, and checks the types of
-the attributes the contract defines. Bodies are parsed by `parse_json`, which turns every
-malformed input into an `EventError` naming the field instead of an exception deep inside.
+the attributes the contract defines; a malformed one raises an `EventError` naming the
+field. Request bodies are read into raw events by bodies.py.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import random
 import re
 import time
@@ -19,7 +18,6 @@ from datetime import UTC, datetime
 
 from automationd.templating import Template, lookup
 
-MAX_DEPTH = 32
 MAX_TYPE_LENGTH = 200
 MAX_ID_LENGTH = 200
 
@@ -246,184 +244,6 @@ class EventError(ValueError):
         return EventError(f"{item} {index} of the batch: {self.message}", where, index)
 
 
-class _Rejected(Exception):
-    def __init__(self, message: str, field: str | None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _Rejected(f"duplicate key '{_printable(key)}' in a JSON object", _printable(key))
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> object:
-    raise _Rejected(f"{name} is not valid JSON (numbers must be finite)", None)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise _Rejected(f"number {text[:40]} is out of range", None)
-    return value
-
-
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _printable(text: str) -> str:
-    return _SURROGATE.sub("\ufffd", text)
-
-
-def parse_json(body: bytes) -> object:
-    """Strict JSON: UTF-8, no NaN/Infinity, no duplicate keys, no lone surrogates, bounded depth."""
-    if not body.strip():
-        raise EventError("the body is empty: send a JSON event object or an array of them")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise EventError(f"the body is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_no_duplicate_keys,
-            parse_constant=_no_constant,
-            parse_float=_finite_float,
-        )
-    except _Rejected as exc:
-        raise EventError(exc.message, exc.field) from None
-    except json.JSONDecodeError as exc:
-        raise EventError(
-            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    except RecursionError:
-        raise EventError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
-    except ValueError as exc:  # e.g. an integer with more digits than Python converts
-        raise EventError(f"malformed JSON: {exc}") from None
-    if _SURROGATE_ESCAPE.search(body) or (
-        body.count(b"[") + body.count(b"{") > MAX_DEPTH and _nests_deeper(body, MAX_DEPTH)
-    ):
-        _check_tree(value)  # finds the offending value and names its path
-    return value
-
-
-_STRUCTURE = bytes(range(256)).translate(None, b'[]{}"\\')
-"""Every byte but brackets, quotes and backslashes: what `_nests_deeper` drops first."""
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_INNERMOST = re.compile(rb"[\[{][\]}]")
-
-
-def _nests_deeper(body: bytes, limit: int) -> bool:
-    """Whether the brackets of a JSON text that parsed nest deeper than `limit` (brackets
-    inside strings do not count): the depth check of a batch without walking every value.
-    Without strings and scalars only brackets are left; each pass removes the innermost
-    pairs, one level of every container."""
-    brackets = _STRING.sub(b"", body.translate(None, _STRUCTURE))
-    for _ in range(limit):
-        if not brackets:
-            return False
-        brackets = _INNERMOST.sub(b"", brackets)
-    return bool(brackets)
-
-
-def _check_tree(root: object) -> None:
-    """Depth and lone-surrogate check, iteratively so hostile input cannot exhaust the stack."""
-    stack: list[tuple[object, str, int]] = [(root, "", 0)]
-    while stack:
-        value, path, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise EventError(f"JSON nested deeper than {MAX_DEPTH} levels", path or None)
-        if isinstance(value, str):
-            if _SURROGATE.search(value):
-                raise EventError("a string contains a lone UTF-16 surrogate", path or None)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                where = f"{path}.{_printable(key)}" if path else _printable(key)
-                if _SURROGATE.search(key):
-                    raise EventError("a key contains a lone UTF-16 surrogate", where)
-                stack.append((item, where, depth + 1))
-        elif isinstance(value, list):
-            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
-
-
-def split_batch(value: object) -> tuple[list[object], bool]:
-    """The events of a parsed body, and whether it was a batch (an array)."""
-    if isinstance(value, list):
-        if not value:
-            raise EventError("the batch is empty: send at least one event")
-        return value, True
-    return [value], False
-
-
-CLOUDEVENT_ENVELOPE = frozenset(
-    {"specversion", "datacontenttype", "dataschema", "data", "data_base64"}
-)
-"""CloudEvent attributes about the envelope, not the event: not copied into it."""
-
-
-def from_cloudevent(cloudevent: object) -> dict[str, object]:
-    """A CloudEvents 1.0 event (structured form) as a daemon event: `type`, `id`, `source`,
-    `subject` and extensions become attributes, `time` the `timestamp`, and object `data` is
-    merged in (other data is kept under `data`). `id` is required: without it duplicate
-    detection could not work."""
-    if not isinstance(cloudevent, dict):
-        raise EventError(f"a CloudEvent must be a JSON object, got {_kind_of(cloudevent)}")
-    if cloudevent.get("specversion") != "1.0":
-        raise EventError("only CloudEvents specversion 1.0 is accepted", "specversion")
-    for name in ("id", "type", "source"):
-        value = cloudevent.get(name)
-        if not isinstance(value, str) or not value:
-            raise EventError(f"the CloudEvent attribute '{name}' is required (a string)", name)
-    event: dict[str, object] = {}
-    data = cloudevent.get("data")
-    if isinstance(data, dict):
-        event.update(data)
-    elif data is not None:
-        event["data"] = data
-    for name, value in cloudevent.items():
-        if name not in CLOUDEVENT_ENVELOPE:
-            event[name] = value
-    if "time" in event:
-        event["timestamp"] = event.pop("time")
-    return event
-
-
-def cloudevent_from_headers(
-    headers: Mapping[str, str], body: bytes, content_type: str
-) -> dict[str, object]:
-    """A binary-mode CloudEvent (attributes in `ce-*` headers, data in the body)."""
-    attributes: dict[str, object] = {
-        name.lower().removeprefix("ce-"): value
-        for name, value in headers.items()
-        if name.lower().startswith("ce-")
-    }
-    if not attributes.get("id"):
-        raise EventError(
-            "a binary CloudEvent needs a ce-id header (duplicate detection depends on it)", "ce-id"
-        )
-    if body.strip():
-        if content_type == "application/json" or content_type.endswith("+json"):
-            attributes["data"] = parse_json(body)
-        elif content_type in ("", "application/octet-stream"):
-            # undeclared (or a client's default): JSON when it parses, as the SDK sends it
-            try:
-                attributes["data"] = parse_json(body)
-            except EventError:
-                attributes["data"] = body.decode("utf-8", "replace")
-        else:
-            try:
-                attributes["data"] = body.decode("utf-8")
-            except UnicodeDecodeError:
-                raise EventError("the CloudEvent data is not UTF-8 text", "data") from None
-    return from_cloudevent(attributes)
-
-
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with a `Z`, as every timestamp the daemon writes."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -451,7 +271,8 @@ _KIND_CHECKS: Mapping[str, tuple[type, ...]] = {
 }
 
 
-def _kind_of(value: object) -> str:
+def kind_of(value: object) -> str:
+    """How an error message names the JSON kind of `value` ("a string", "an object")."""
     if isinstance(value, bool):
         return "a boolean"
     return {str: STR, int: INTEGER, float: NUMBER, list: LIST, dict: "an object"}.get(
@@ -485,7 +306,7 @@ def new_id() -> str:
 
 def _check_timestamp(name: str, value: object) -> datetime:
     if not isinstance(value, str):
-        raise EventError(f"'{name}' must be an RFC 3339 string, got {_kind_of(value)}", name)
+        raise EventError(f"'{name}' must be an RFC 3339 string, got {kind_of(value)}", name)
     try:
         return parse_timestamp(value)
     except ValueError as exc:
@@ -503,12 +324,12 @@ def normalise(
     Raises EventError naming the field when the event breaks the contract.
     """
     if not isinstance(raw, dict):
-        raise EventError(f"an event must be a JSON object, got {_kind_of(raw)}")
+        raise EventError(f"an event must be a JSON object, got {kind_of(raw)}")
     event_type = raw.get("type")
     if event_type is None:
         raise EventError("the event has no 'type'", "type")
     if not isinstance(event_type, str):
-        raise EventError(f"'type' must be a string, got {_kind_of(event_type)}", "type")
+        raise EventError(f"'type' must be a string, got {kind_of(event_type)}", "type")
     if not event_type.strip() or len(event_type) > MAX_TYPE_LENGTH:
         raise EventError(f"'type' must be 1 to {MAX_TYPE_LENGTH} characters", "type")
     spec = resolve(event_type)
@@ -528,7 +349,7 @@ def normalise(
     for name in ("event_name", "message", "tenant_id", "tenant_slug"):
         value = event.get(name)
         if value is not None and not isinstance(value, str):
-            raise EventError(f"'{name}' must be a string, got {_kind_of(value)}", name)
+            raise EventError(f"'{name}' must be a string, got {kind_of(value)}", name)
     event.setdefault("tenant_id", None)
     event.setdefault("tenant_slug", None)
     if spec.attributes is not None:
@@ -539,7 +360,7 @@ def normalise(
             elif kind == TIMESTAMP:
                 _check_timestamp(name, value)
             elif kind != ANY and not _has_kind(value, kind):
-                raise EventError(f"'{name}' must be {kind}, got {_kind_of(value)}", name)
+                raise EventError(f"'{name}' must be {kind}, got {kind_of(value)}", name)
     if event.get("event_name") is None:
         event["event_name"] = spec.event_name
     if event.get("message") is None:

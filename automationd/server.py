@@ -16,6 +16,7 @@ from aiohttp import web
 
 from automationd import __version__, jsontext
 from automationd.audit import AuditUnwritable
+from automationd.bodies import cloudevent_from_headers, from_cloudevent, parse_json, split_batch
 from automationd.connections import (
     BodyTimeout,
     body_timed_out,
@@ -23,17 +24,10 @@ from automationd.connections import (
     connection_of,
     read_body,
 )
-from automationd.engine import Busy, Engine
-from automationd.events import (
-    EventError,
-    cloudevent_from_headers,
-    format_timestamp,
-    from_cloudevent,
-    parse_json,
-    parse_timestamp,
-    split_batch,
-)
+from automationd.engine import Engine
+from automationd.events import EventError, format_timestamp, parse_timestamp
 from automationd.explain import explain
+from automationd.intake import Busy
 from automationd.metrics import CONTENT_TYPE
 from automationd.openapi import OPENAPI
 from automationd.store import JournalError, LetterFilter
@@ -226,8 +220,8 @@ async def get_readyz(request: web.Request) -> web.Response:
     backing_up = engine.destinations.backing_up(engine.config.delivery.max_pending_per_destination)
     if backing_up:
         body["destinations_backing_up"] = backing_up
-    if engine.prefect is not None:
-        body["prefect"] = engine.prefect.status()
+    if engine.prefect.subscription is not None:
+        body["prefect"] = engine.prefect.subscription.status()
     return web.json_response(body, status=200 if ready else 503)
 
 
@@ -246,7 +240,7 @@ async def get_rules(request: web.Request) -> web.Response:
         {
             "source": str(config.source),
             "sha256": config.sha256,
-            "loaded_at": engine.loaded_at,
+            "loaded_at": engine.reloads.loaded_at,
             "automations": [
                 {
                     "name": a.name,
@@ -277,7 +271,7 @@ async def get_rules(request: web.Request) -> web.Response:
             ],
             "secrets": sorted(config.secrets),
             "prefect": dataclasses.asdict(config.prefect) if config.prefect else None,
-            "last_reload": engine.last_reload.as_json(),
+            "last_reload": engine.reloads.last.as_json(),
         }
     )
 
@@ -340,7 +334,7 @@ async def delete_dead_letters(request: web.Request) -> web.Response:
         return error(
             400, "give a filter (automation, action, before) or all=true to drop them all", None
         )
-    dropped = await request.app[ENGINE].drop_dead_letters(which)
+    dropped = await request.app[ENGINE].progress.drop_dead_letters(which)
     return web.json_response({"dropped": dropped})
 
 
@@ -349,7 +343,7 @@ async def delete_dead_letter(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
     if not raw.isdigit() or len(raw) > 18:  # SQLite integers are 64-bit
         return error(404, f"no dead letter {raw}", "id")
-    dropped = await request.app[ENGINE].drop_dead_letters(LetterFilter(ids=(int(raw),)))
+    dropped = await request.app[ENGINE].progress.drop_dead_letters(LetterFilter(ids=(int(raw),)))
     if not dropped:
         return error(404, f"no dead letter {raw}", "id")
     return web.json_response({"dropped": dropped})
@@ -383,7 +377,7 @@ async def post_dead_letter_retry(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
     if not raw.isdigit() or len(raw) > 18:  # SQLite integers are 64-bit
         return error(404, f"no dead letter {raw}", "id")
-    outcome = await request.app[ENGINE].retry_dead_letter(int(raw))
+    outcome = await request.app[ENGINE].progress.retry_dead_letter(int(raw))
     if outcome is None:
         return error(404, f"no dead letter {raw}", "id")
     if outcome.refused is not None:
@@ -403,7 +397,7 @@ async def post_explain(request: web.Request) -> web.Response:
         body = await read_body(request, engine.config.server.body_timeout)
         events, batch = split_batch(parse_json(body))
         now = engine.clock()
-        answers = [explain(engine.config, raw, now, engine.cooldown_left) for raw in events]
+        answers = [explain(engine.config, raw, now, engine.cooldowns.left) for raw in events]
     except EventError as exc:
         return error(400, exc.message, exc.field)
     except web.HTTPRequestEntityTooLarge:

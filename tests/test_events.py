@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from automationd.bodies import parse_json, split_batch
 from automationd.events import (
     BUILTIN_TYPES,
     DEFAULT_PHRASES,
@@ -18,8 +19,6 @@ from automationd.events import (
     format_timestamp,
     new_id,
     normalise,
-    parse_json,
-    split_batch,
 )
 from automationd.templating import Template
 

@@ -14,15 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from automationd import yamldoc
+from automationd.bodies import parse_json, split_batch
 from automationd.config import ConfigError, parse_config
 from automationd.events import (
     EventError,
     EventTypeResolver,
     format_timestamp,
     normalise,
-    parse_json,
     parse_timestamp,
-    split_batch,
 )
 from automationd.templating import Template, TemplateError, compile_json, render_json
 from tests.support import daemon, receiver

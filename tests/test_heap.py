@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from automationd.engine import settle_heap
+from automationd.daemon import settle_heap
 
 
 class Node:
