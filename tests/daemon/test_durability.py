@@ -24,6 +24,7 @@ from tests.support import (
     mount_small_tmpfs,
     receiver,
     until,
+    write_rules,
 )
 
 
@@ -31,20 +32,18 @@ def rules_for(
     tmp_path: Path, destination: str, extra: str = "", server: str = "", more: str = ""
 ) -> Path:
     """Rules forwarding job_done events to `destination`/hook; `more` adds automations."""
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
+    return write_rules(
+        tmp_path,
         f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"{server}}}
 retry: {{attempts: 100, initial: 50ms, max: 200ms}}
 {extra}
 automations:
   - name: forward
     on: [job_done]
     actions: [{{webhook: {{url: "{destination}/hook"}}}}]
-{more}"""
+{more}""",
+        server=server,
     )
-    return rules
 
 
 def same_key_for_each_repeat(
