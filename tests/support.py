@@ -294,6 +294,24 @@ def write_rules(folder: Path, text: str, *, listen: str = "127.0.0.1:0", server:
     return rules
 
 
+def forwarding_rules(
+    tmp_path: Path, destination: str, extra: str = "", server: str = "", more: str = ""
+) -> Path:
+    """Rules forwarding job_done events to `destination`/hook; `more` adds automations."""
+    return write_rules(
+        tmp_path,
+        f"""\
+retry: {{attempts: 100, initial: 50ms, max: 200ms}}
+{extra}
+automations:
+  - name: forward
+    on: [job_done]
+    actions: [{{webhook: {{url: "{destination}/hook"}}}}]
+{more}""",
+        server=server,
+    )
+
+
 async def run_cli(
     *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
