@@ -14,7 +14,8 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,22 @@ async def test_no_append_without_a_running_journal(tmp_path: Path) -> None:
         Journal(elsewhere, elsewhere.path, dedup_window=60).open()
 
 
+@asynccontextmanager
+async def running_journal(
+    tmp_path: Path, on_commit: Callable[[int], None] | None = None
+) -> AsyncIterator[tuple[SqliteStore, Journal]]:
+    """A store in `tmp_path` and its journal (dedup window 60 s), open for the block."""
+    store = SqliteStore(tmp_path / "state.db")
+    store.open()
+    journal = Journal(store, store.path, dedup_window=60, on_commit=on_commit)
+    journal.open()
+    try:
+        yield store, journal
+    finally:
+        await journal.close()
+        store.close()
+
+
 def segment_lines(tmp_path: Path) -> list[bytes]:
     """The lines of every segment file, in order."""
     segments = sorted((tmp_path / "state.db-events").glob("*.log"))
@@ -158,12 +175,8 @@ async def test_appends_waiting_for_an_fdatasync_share_the_next_one(
         fdatasync(fd)
 
     monkeypatch.setattr(os, "fdatasync", held_fdatasync)
-    store = SqliteStore(tmp_path / "state.db")
-    store.open()
     commits: list[int] = []
-    journal = Journal(store, store.path, dedup_window=60, on_commit=commits.append)
-    journal.open()
-    try:
+    async with running_journal(tmp_path, on_commit=commits.append) as (_store, journal):
         at = time.time()
         first = asyncio.create_task(journal.append([("e0", body("e0"))], at))
         assert await asyncio.to_thread(entered.wait, 10)
@@ -177,10 +190,6 @@ async def test_appends_waiting_for_an_fdatasync_share_the_next_one(
         assert len(syncs) == 2
         assert commits == [1, 20]
         assert len(segment_lines(tmp_path)) == 21
-    finally:
-        release.set()
-        await journal.close()
-        store.close()
 
 
 async def test_a_duplicate_is_answered_without_being_appended(
@@ -189,11 +198,7 @@ async def test_a_duplicate_is_answered_without_being_appended(
     """An id accepted within the dedup window is answered False and not written to the
     segment again (the segment is kept for the test: no sync is due)."""
     monkeypatch.setattr(journal_module, "SYNC_SECONDS", 60.0)
-    store = SqliteStore(tmp_path / "state.db")
-    store.open()
-    journal = Journal(store, store.path, dedup_window=60)
-    journal.open()
-    try:
+    async with running_journal(tmp_path) as (_store, journal):
         at = time.time()
         assert await journal.append([("e1", body("e1"))], at) == [True]
         assert await journal.append([("e1", body("e1")), ("e2", body("e2"))], at + 1) == [
@@ -201,9 +206,6 @@ async def test_a_duplicate_is_answered_without_being_appended(
             True,
         ]
         assert [json.loads(line)[0] for line in segment_lines(tmp_path)] == ["e1", "e2"]
-    finally:
-        await journal.close()
-        store.close()
 
 
 def file_size_limit(size: int) -> Callable[[], None]:
@@ -221,11 +223,7 @@ async def test_a_segment_that_cannot_be_written_is_cut_back(
     was written) raises JournalError and leaves the segment as it was; the journal is
     unhealthy until an append succeeds again."""
     monkeypatch.setattr(journal_module, "SYNC_SECONDS", 60.0)
-    store = SqliteStore(tmp_path / "state.db")
-    store.open()
-    journal = Journal(store, store.path, dedup_window=60)
-    journal.open()
-    try:
+    async with running_journal(tmp_path) as (_store, journal):
         at = time.time()
         assert await journal.append([("before", body("before"))], at) == [True]
         kept = segment_lines(tmp_path)
@@ -241,20 +239,13 @@ async def test_a_segment_that_cannot_be_written_is_cut_back(
         assert await journal.append([("after", body("after"))], at) == [True]
         assert journal.healthy
         assert [json.loads(line)[0] for line in segment_lines(tmp_path)] == ["before", "after"]
-    finally:
-        await journal.close()
-        store.close()
 
 
 async def test_segments_are_deleted_once_the_database_is_synced(tmp_path: Path) -> None:
     """About SYNC_SECONDS after a segment was begun, the database is synced, the segment
     deleted and a new one begun; its events are in the store, with the journal still open."""
-    store = SqliteStore(tmp_path / "state.db")
-    store.open()
-    journal = Journal(store, store.path, dedup_window=60)
-    journal.open()
     segments = tmp_path / "state.db-events"
-    try:
+    async with running_journal(tmp_path) as (store, journal):
         assert await journal.append([("e1", body("e1"))], time.time()) == [True]
         assert [p.name for p in segments.iterdir()] == ["00000001.log"]
         async with asyncio.timeout(15):
@@ -263,9 +254,6 @@ async def test_segments_are_deleted_once_the_database_is_synced(tmp_path: Path) 
         assert [p.name for p in segments.iterdir()] == ["00000002.log"]
         assert (segments / "00000002.log").read_bytes() == b""
         assert [u.event["id"] for u in store.unfinished()] == ["e1"]
-    finally:
-        await journal.close()
-        store.close()
 
 
 async def test_a_replayed_event_the_store_has_keeps_its_row(tmp_path: Path) -> None:
