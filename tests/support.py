@@ -285,6 +285,33 @@ async def daemon(config: Path, *, env: dict[str, str] | None = None) -> AsyncIte
             await drain
 
 
+def write_rules(folder: Path, text: str, *, listen: str = "127.0.0.1:0", server: str = "") -> Path:
+    """Write `folder`/rules.yaml for a daemon started on it with `daemon()`: `version: 1`, a
+    server block listening on `listen` (a free loopback port by default) with the `server`
+    settings after it (", name: value, ..."), then `text`, the test's own rules. Its path."""
+    rules = folder / "rules.yaml"
+    rules.write_text(f'version: 1\nserver: {{listen: "{listen}"{server}}}\n{text}')
+    return rules
+
+
+def forwarding_rules(
+    tmp_path: Path, destination: str, extra: str = "", server: str = "", more: str = ""
+) -> Path:
+    """Rules forwarding job_done events to `destination`/hook; `more` adds automations."""
+    return write_rules(
+        tmp_path,
+        f"""\
+retry: {{attempts: 100, initial: 50ms, max: 200ms}}
+{extra}
+automations:
+  - name: forward
+    on: [job_done]
+    actions: [{{webhook: {{url: "{destination}/hook"}}}}]
+{more}""",
+        server=server,
+    )
+
+
 async def run_cli(
     *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:

@@ -16,26 +16,24 @@ import pytest
 
 from automationd.backup import BackupError, backup
 from tests.recipes import runnable, sh_block
-from tests.support import daemon, free_port, receiver, run_cli, until
+from tests.support import daemon, free_port, receiver, run_cli, until, write_rules
 
 BACKUP = sh_block("automationd backup")
 RESTORE = sh_block("systemctl stop automationd")
 AUTOMATIOND = "/opt/automationd/bin/automationd"
 
 
-def write_rules(path: Path, destination: str) -> Path:
-    path.write_text(
+def rules_for(tmp_path: Path, destination: str) -> Path:
+    return write_rules(
+        tmp_path,
         f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 retry: {{attempts: 100, initial: 50ms, max: 1s}}
 automations:
   - name: forward
     on: [job_done]
     actions: [{{webhook: {{url: "{destination}/hook"}}}}]
-"""
+""",
     )
-    return path
 
 
 def run_recipe(script: str) -> str:
@@ -70,7 +68,7 @@ async def test_backup_of_the_running_daemon_and_restore_as_the_readme_says(
     root = tmp_path / "root"  # stands for /: /var/lib and /var/backups go in here
     live = root / "var/lib/automationd"
     live.mkdir(parents=True)
-    rules = write_rules(tmp_path / "rules.yaml", f"http://127.0.0.1:{free_port()}")  # down
+    rules = rules_for(tmp_path, f"http://127.0.0.1:{free_port()}")  # down
     accepted: list[str] = []
     async with daemon(rules, env={"STATE_DIRECTORY": str(live)}) as proc:
         stop = asyncio.Event()
@@ -113,7 +111,7 @@ async def test_backup_of_the_running_daemon_and_restore_as_the_readme_says(
     state = restored / "var/lib/automationd"
     assert (state / "state.db").is_file()
     async with receiver() as recv:
-        rules = write_rules(tmp_path / "rules.yaml", recv.url)
+        rules = rules_for(tmp_path, recv.url)
         async with daemon(rules, env={"STATE_DIRECTORY": str(state)}) as proc:
 
             def delivered() -> set[str]:
@@ -128,7 +126,7 @@ async def test_backup_of_the_running_daemon_and_restore_as_the_readme_says(
 
 
 async def test_backup_of_a_killed_daemon_adds_nothing_to_its_folder(tmp_path: Path) -> None:
-    rules = write_rules(tmp_path / "rules.yaml", f"http://127.0.0.1:{free_port()}")
+    rules = rules_for(tmp_path, f"http://127.0.0.1:{free_port()}")
     async with daemon(rules) as proc:
         status, _ = await proc.post({"type": "job_done", "id": "one"})
         assert status == 202
@@ -145,7 +143,7 @@ async def test_backup_of_a_killed_daemon_adds_nothing_to_its_folder(tmp_path: Pa
 
 async def test_backup_finds_the_database_without_the_secrets(tmp_path: Path) -> None:
     """Outside the service its credentials are not there: --config needs no secret."""
-    rules = write_rules(tmp_path / "rules.yaml", "http://127.0.0.1:9")
+    rules = rules_for(tmp_path, "http://127.0.0.1:9")
     rules.write_text(rules.read_text() + "secrets: {key: {credential: key}}\n")
     sqlite3.connect(tmp_path / "state.db").close()
     code, out, err = await run_cli(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support import Daemon, audit_records, daemon, receiver, until
+from tests.support import Daemon, audit_records, daemon, receiver, until, write_rules
 
 
 @asynccontextmanager
@@ -36,14 +36,6 @@ async def hanging_server() -> AsyncIterator[str]:
         for writer in held:
             writer.close()
         server.close()
-
-
-def write_rules(tmp_path: Path, body: str) -> Path:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        'version: 1\nserver: {listen: "127.0.0.1:0"}\naudit: {path: audit.jsonl}\n' + body
-    )
-    return rules
 
 
 async def get_json(proc: Daemon, path: str) -> tuple[int, dict[str, object]]:
@@ -78,6 +70,7 @@ async def test_a_full_backlog_dead_letters_new_actions_at_once(tmp_path: Path) -
         rules = write_rules(
             tmp_path,
             f"""\
+audit: {{path: audit.jsonl}}
 delivery: {{max_pending_per_destination: 5, concurrency_per_destination: 2}}
 automations:
   - name: to-hanging
@@ -163,6 +156,7 @@ async def test_every_action_reaches_an_outcome_within_its_life(tmp_path: Path) -
         rules = write_rules(
             tmp_path,
             f"""\
+audit: {{path: audit.jsonl}}
 delivery: {{concurrency_per_destination: 1}}
 automations:
   - name: holder

@@ -39,7 +39,7 @@ from automationd import prefect_events as subscription_module
 from automationd.actions import PrefectSettings
 from automationd.prefect_events import PrefectSubscription, flow_run_event
 from tests.prefect_server import TcpProxy, losing_proxy, prefect_server
-from tests.support import Daemon, audit_records, daemon, receiver, until
+from tests.support import Daemon, audit_records, daemon, receiver, until, write_rules
 
 # The per-test timeout (pyproject's, 120 s) times the test functions only: the server's
 # start-up, paid by the first test's setup, has its own wait (STARTUP_SECONDS, 120 s), which
@@ -68,16 +68,12 @@ async def a_deployment(client: PrefectClient) -> tuple[str, uuid.UUID, uuid.UUID
 
 
 def rules(tmp_path: Path, api: str, body: str) -> Path:
-    path = tmp_path / "rules.yaml"
     head = f"""\
-        version: 1
-        server: {{listen: "127.0.0.1:0"}}
         audit: {{path: audit.jsonl}}
         prefect: {{api_url: "{api}", ui_url: "http://prefect.example:4200", subscribe: true}}
         retry: {{attempts: 3, initial: 0.2}}
     """
-    path.write_text(textwrap.dedent(head) + textwrap.dedent(body))
-    return path
+    return write_rules(tmp_path, textwrap.dedent(head) + textwrap.dedent(body))
 
 
 async def ready(running: Daemon) -> dict[str, Any]:

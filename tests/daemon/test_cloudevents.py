@@ -9,22 +9,19 @@ import aiohttp
 from cloudevents.v1.conversion import to_binary, to_dict, to_structured
 from cloudevents.v1.http import CloudEvent
 
-from tests.support import daemon, receiver
+from tests.support import daemon, receiver, write_rules
 
 
 def rules(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "rules.yaml"
-    path.write_text(
+    return write_rules(
+        tmp_path,
         f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 event_types:
   com.example.deploy: {{message: "Deployed {{app}} {{version}}", attributes: [app, version]}}
 automations:
   - {{name: deploys, on: [com.example.deploy], actions: [{{webhook: {{url: "{url}/deploy"}}}}]}}
-"""
+""",
     )
-    return path
 
 
 def deploy(event_id: str, version: str, time: str | None = None) -> CloudEvent:

@@ -14,15 +14,13 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support import Receiver, audit_records, daemon, receiver, until
+from tests.support import Receiver, audit_records, daemon, receiver, until, write_rules
 
 
 def sla_rules(tmp_path: Path, recv: Receiver, duration: str) -> Path:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
+    return write_rules(
+        tmp_path,
         f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 flow_slas:
   - {{id: nightly-start, kind: SCHEDULED_NOT_STARTED, duration: {duration}, match: {{flow_name: nightly-etl}}}}
 agent_slas:
@@ -34,9 +32,8 @@ automations:
   - name: agents
     on: [agent_sla_failure, agent_sla_recovered]
     actions: [{{webhook: {{url: "{recv.url}/agents"}}}}]
-"""
+""",
     )
-    return rules
 
 
 SCHEDULED = {

@@ -5,15 +5,21 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from tests.support import Receiver, audit_records, daemon, receiver, run_to_exit, until
+from tests.support import (
+    Receiver,
+    audit_records,
+    daemon,
+    receiver,
+    run_to_exit,
+    until,
+    write_rules,
+)
 
 
-def write_rules(tmp_path: Path, recv: Receiver, listen: str = "127.0.0.1:0") -> Path:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
+def rules_for(tmp_path: Path, recv: Receiver, listen: str = "127.0.0.1:0") -> Path:
+    return write_rules(
+        tmp_path,
         f"""\
-version: 1
-server: {{listen: "{listen}"}}
 audit: {{path: audit.jsonl}}
 automations:
   - name: notify-on-failed-run
@@ -27,9 +33,9 @@ automations:
     on: [slow_thing]
     actions:
       - webhook: {{url: "{recv.url}/slow"}}
-"""
+""",
+        listen=listen,
     )
-    return rules
 
 
 FAILED = {
@@ -43,7 +49,7 @@ FAILED = {
 
 
 async def test_failed_run_event_becomes_a_webhook_and_audit_lines(tmp_path: Path) -> None:
-    async with receiver() as recv, daemon(write_rules(tmp_path, recv)) as proc:
+    async with receiver() as recv, daemon(rules_for(tmp_path, recv)) as proc:
         status, answer = await proc.post(FAILED)
         assert status == 202
         assert isinstance(answer, dict)
@@ -70,7 +76,7 @@ async def test_failed_run_event_becomes_a_webhook_and_audit_lines(tmp_path: Path
 
 
 async def test_bad_input_never_takes_the_daemon_down(tmp_path: Path) -> None:
-    async with receiver() as recv, daemon(write_rules(tmp_path, recv)) as proc:
+    async with receiver() as recv, daemon(rules_for(tmp_path, recv)) as proc:
         for body in (
             b"{",
             b'{"type": "a", "x": NaN}',
@@ -95,7 +101,7 @@ async def test_sigterm_lets_running_actions_finish(tmp_path: Path) -> None:
     """SIGTERM while a webhook is in flight: the daemon waits for its answer, records the
     success, and exits 0. The receiver holds its answer 3 s, so the SIGTERM surely comes
     while it is still held."""
-    async with receiver() as recv, daemon(write_rules(tmp_path, recv)) as proc:
+    async with receiver() as recv, daemon(rules_for(tmp_path, recv)) as proc:
         recv.delay["/slow"] = 3.0
         status, _ = await proc.post({"type": "slow_thing", "id": "slow-1"})
         assert status == 202
@@ -133,6 +139,6 @@ async def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         async with receiver() as recv:
-            code, text = await run_to_exit(write_rules(tmp_path, recv, listen=f"127.0.0.1:{port}"))
+            code, text = await run_to_exit(rules_for(tmp_path, recv, listen=f"127.0.0.1:{port}"))
     assert code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in text

@@ -21,7 +21,7 @@ import pytest
 from automationd.config import Config, ConfigError, parse_config
 from automationd.jmescompile import event_attributes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SOURCE = Path("/etc/automationd/rules.yaml")
 WEBHOOK = '[{webhook: {url: "http://127.0.0.1:1/"}}]'
 

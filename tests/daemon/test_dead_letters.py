@@ -10,15 +10,22 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support import Daemon, audit_records, daemon, free_port, receiver, run_cli, until
+from tests.support import (
+    Daemon,
+    audit_records,
+    daemon,
+    free_port,
+    receiver,
+    run_cli,
+    until,
+    write_rules,
+)
 
 
-def write_rules(tmp_path: Path, url: str) -> Path:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
+def rules_for(tmp_path: Path, url: str) -> Path:
+    return write_rules(
+        tmp_path,
         f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 audit: {{path: audit.jsonl}}
 retry: {{initial: 10ms, max: 10ms}}
 automations:
@@ -30,9 +37,8 @@ automations:
     on: [job_done]
     match: {{target: b}}
     actions: [{{webhook: {{url: "{url}/failing", retry: {{attempts: 2}}}}}}]
-"""
+""",
     )
-    return rules
 
 
 async def listed(proc: Daemon, *args: str) -> list[dict[str, object]]:
@@ -54,7 +60,7 @@ async def test_list_retry_and_drop_against_the_running_daemon(tmp_path: Path) ->
     async with receiver() as recv:
         recv.status["/refused"] = 400  # permanent: one attempt
         recv.status["/failing"] = 503  # retryable: both attempts
-        async with daemon(write_rules(tmp_path, recv.url)) as proc:
+        async with daemon(rules_for(tmp_path, recv.url)) as proc:
             events = [{"type": "job_done", "id": f"a{i}", "target": "a"} for i in range(3)]
             events += [{"type": "job_done", "id": f"b{i}", "target": "b"} for i in range(2)]
             assert (await proc.post(events))[0] == 202
@@ -117,7 +123,7 @@ async def test_list_retry_and_drop_against_the_running_daemon(tmp_path: Path) ->
 async def test_the_http_api_refuses_a_bare_delete_and_bad_filters(tmp_path: Path) -> None:
     async with (
         receiver() as recv,
-        daemon(write_rules(tmp_path, recv.url)) as proc,
+        daemon(rules_for(tmp_path, recv.url)) as proc,
         aiohttp.ClientSession() as session,
     ):
         for query, status, field in [

@@ -23,23 +23,15 @@ import aiohttp
 import pytest
 
 from automationd.connections import Throttle, connection_cap
-from tests.support import Daemon, daemon, until
+from tests.support import Daemon, daemon, until, write_rules
 
 Address = tuple[str, int]
 
 
-def write_rules(tmp_path: Path, **server: str | int) -> Path:
-    settings = ", ".join(f"{key}: {value}" for key, value in server.items())
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        f"""\
-version: 1
-server: {{listen: "127.0.0.1:0", {settings}}}
-audit: {{path: audit.jsonl}}
-automations: []
-"""
-    )
-    return rules
+def rules_with(tmp_path: Path, **server: str | int) -> Path:
+    """Rules without automations, with these server settings."""
+    settings = "".join(f", {key}: {value}" for key, value in server.items())
+    return write_rules(tmp_path, "audit: {path: audit.jsonl}\nautomations: []\n", server=settings)
 
 
 def address_of(proc: Daemon) -> Address:
@@ -177,7 +169,7 @@ def accept_error_lines(log: list[str]) -> list[str]:
 
 
 async def test_slowloris_connections_are_closed_after_header_timeout(tmp_path: Path) -> None:
-    rules = write_rules(tmp_path, header_timeout="1s", idle_timeout="30s")
+    rules = rules_with(tmp_path, header_timeout="1s", idle_timeout="30s")
     async with daemon(rules) as proc:
         address = address_of(proc)
         with sockets() as opened:
@@ -215,7 +207,7 @@ async def test_slowloris_connections_are_closed_after_header_timeout(tmp_path: P
 
 
 async def test_a_slow_body_gets_408_and_the_connection_is_closed(tmp_path: Path) -> None:
-    rules = write_rules(tmp_path, header_timeout="1s", body_timeout="1s", idle_timeout="30s")
+    rules = rules_with(tmp_path, header_timeout="1s", body_timeout="1s", idle_timeout="30s")
     async with daemon(rules) as proc:
         address = address_of(proc)
         with sockets() as opened:
@@ -265,7 +257,7 @@ async def test_an_idle_keep_alive_connection_is_closed_after_idle_timeout(
     """An idle kept-alive connection is idle_timeout's, not header_timeout's: still open
     well past header_timeout, closed after idle_timeout. Seconds apart (1 s, 2 s idle, 5 s),
     so neither side of the comparison depends on how fast the machine is."""
-    rules = write_rules(tmp_path, header_timeout="1s", idle_timeout="5s")
+    rules = rules_with(tmp_path, header_timeout="1s", idle_timeout="5s")
     async with daemon(rules) as proc:
         with sockets() as opened:
             sock = await connect(address_of(proc), opened)
@@ -288,7 +280,7 @@ async def test_a_later_request_on_a_kept_alive_connection_has_header_timeout(
     """After an answer the connection is idle (idle_timeout's); the first byte of the next
     request starts header_timeout again, so a slowloris on a kept-alive connection is closed
     at header_timeout, long before idle_timeout."""
-    rules = write_rules(tmp_path, header_timeout="1s", idle_timeout="30s")
+    rules = rules_with(tmp_path, header_timeout="1s", idle_timeout="30s")
     async with daemon(rules) as proc:
         with sockets() as opened:
             sock = await connect(address_of(proc), opened)
@@ -303,7 +295,7 @@ async def test_a_later_request_on_a_kept_alive_connection_has_header_timeout(
 
 
 async def test_a_client_gone_mid_body_is_one_quiet_line(tmp_path: Path) -> None:
-    rules = write_rules(tmp_path)
+    rules = rules_with(tmp_path)
     async with daemon(rules) as proc:
         address = address_of(proc)
         with sockets() as opened:
@@ -384,7 +376,7 @@ async def check_the_cap(
 
 
 async def test_connections_past_max_connections_are_refused_at_once(tmp_path: Path) -> None:
-    rules = write_rules(tmp_path, header_timeout="3s", max_connections=20)
+    rules = rules_with(tmp_path, header_timeout="3s", max_connections=20)
     async with daemon(rules) as proc:
         refused, held = await check_the_cap(proc, 20, header_timeout=3.0, excess=100)
         refusals = [line for line in proc.log if "refused a connection" in line]
@@ -448,7 +440,7 @@ async def daemon_with_open_files(config: Path, limit: int) -> AsyncIterator[Daem
 
 
 async def test_the_cap_stays_below_the_open_file_limit(tmp_path: Path) -> None:
-    rules = write_rules(tmp_path, header_timeout="3s")
+    rules = rules_with(tmp_path, header_timeout="3s")
     async with daemon_with_open_files(rules, 512) as proc:
         assert any(
             "max_connections lowered from 1000 to 64: the open-file limit is 512" in line
@@ -461,7 +453,7 @@ async def test_the_cap_stays_below_the_open_file_limit(tmp_path: Path) -> None:
 async def test_accept_errors_are_throttled(tmp_path: Path) -> None:
     """Out of open files all the same (the limit lowered under the running daemon, below the
     cap it computed at start): one line per 10 s, not one per failed accept()."""
-    rules = write_rules(tmp_path, header_timeout="5s")
+    rules = rules_with(tmp_path, header_timeout="5s")
     async with daemon(rules) as proc:
         address = address_of(proc)
         pid = proc.process.pid
@@ -515,7 +507,7 @@ async def test_tls_handshakes_count_and_have_header_timeout(tmp_path: Path) -> N
     # on a loaded machine too; max_connections 4: three silent clients and the connection
     # the gauge of open connections is read over
     server = f"tls: {{cert: {cert}, key: {key}}}, header_timeout: 8s, max_connections: 4"
-    rules = write_rules(tmp_path, idle_timeout="30s")
+    rules = rules_with(tmp_path, idle_timeout="30s")
     rules.write_text(rules.read_text().replace('"127.0.0.1:0", ', f'"127.0.0.1:0", {server}, '))
     async with daemon(rules) as proc:
         assert proc.url.startswith("https://")
