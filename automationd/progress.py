@@ -70,10 +70,11 @@ class Progress:
 
     def matched(self, event_id: str, fired: list[str], pending: int) -> None:
         """The automations an event fired and how many actions they started."""
+        if self.journal is None:
+            return  # nothing to record, so nothing to count down either
         if pending:
             self._outstanding[event_id] = pending
-        if self.journal is not None:
-            self.journal.set_matched(event_id, fired, done=pending == 0)
+        self.journal.set_matched(event_id, fired, done=pending == 0)
 
     def settled(self, event_id: str, automation: str, index: int, failed: bool) -> None:
         """An action's final outcome (its dead letter kept): progress in the journal, and

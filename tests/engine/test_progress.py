@@ -180,3 +180,26 @@ async def test_prune_keeps_finished_events_within_their_retention(crashed: Path)
         assert parts.held_events() == 3
     finally:
         await close(parts)
+
+
+async def test_without_a_journal_nothing_is_kept_per_event(tmp_path: Path) -> None:
+    """With `state: {journal: false}` no progress is recorded, so nothing may be counted per
+    event either: a count kept by `matched` and never taken down by `settled` would grow with
+    every event that fired an action, for the life of the daemon."""
+    parts = build(tmp_path)
+    progress = Progress(
+        audit=parts.audit,
+        store=parts.store,
+        journal=None,
+        clock=lambda: NOW,
+        state=StateConfig(parts.store.path, retention=7 * DAY, dedup_window=DAY),
+        automations=lambda: parts.automations,
+        start_action=lambda a, index, e, letter: None,
+        requeue=lambda e: None,
+    )
+    for number in range(100):
+        progress.matched(f"e{number}", ["page"], 2)
+        progress.settled(f"e{number}", "page", 0, failed=False)
+        progress.settled(f"e{number}", "page", 1, failed=True)
+    assert progress._outstanding == {}  # private: what the daemon would keep in memory
+    await close(parts)
