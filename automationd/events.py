@@ -3,7 +3,7 @@
 Every event the daemon handles, received or emitted, passes through `normalise`, which fills
 `id`, `timestamp`, `event_name`, `message` and the base attributes, and checks the types of
 the attributes the contract defines; a malformed one raises an `EventError` naming the
-field. Request bodies are read into raw events by bodies.py.
+field. Request bodies are read into raw events by wire.py.
 """
 
 from __future__ import annotations

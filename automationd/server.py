@@ -16,7 +16,6 @@ from aiohttp import web
 
 from automationd import __version__, jsontext
 from automationd.audit import AuditUnwritable
-from automationd.bodies import cloudevent_from_headers, from_cloudevent, parse_json, split_batch
 from automationd.connections import (
     BodyTimeout,
     body_timed_out,
@@ -31,6 +30,7 @@ from automationd.intake import Busy
 from automationd.metrics import CONTENT_TYPE
 from automationd.openapi import OPENAPI
 from automationd.store import JournalError, LetterFilter
+from automationd.wire import cloudevent_from_headers, from_cloudevent, parse_json, split_batch
 
 log = logging.getLogger("automationd.server")
 

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from automationd.bodies import parse_json, split_batch
 from automationd.events import (
     BUILTIN_TYPES,
     DEFAULT_PHRASES,
@@ -21,6 +20,7 @@ from automationd.events import (
     normalise,
 )
 from automationd.templating import Template
+from automationd.wire import parse_json, split_batch
 
 NOW = datetime(2026, 11, 27, 9, 30, 0, tzinfo=UTC)
 RESOLVE = EventTypeResolver(

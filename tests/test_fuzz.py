@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from automationd import yamldoc
-from automationd.bodies import parse_json, split_batch
 from automationd.config import ConfigError, parse_config
 from automationd.events import (
     EventError,
@@ -24,6 +23,7 @@ from automationd.events import (
     parse_timestamp,
 )
 from automationd.templating import Template, TemplateError, compile_json, render_json
+from automationd.wire import parse_json, split_batch
 from tests.support import daemon, receiver
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
