@@ -24,7 +24,6 @@ import aiohttp
 from automationd import __version__, jsontext
 from automationd.actions import Action, Services
 from automationd.audit import AuditLog
-from automationd.config import Automation, Config, ConfigError, parse_config
 from automationd.deadlines import ScheduledDeadlines
 from automationd.destinations import Destinations
 from automationd.events import EventError, EventTypeResolver, format_timestamp, normalise
@@ -33,6 +32,8 @@ from automationd.journal import Journal
 from automationd.matching import AutomationIndex
 from automationd.metrics import Metrics
 from automationd.prefect_events import PrefectSubscription
+from automationd.rules import Automation, Config
+from automationd.rules.load import ConfigError, parse_config
 from automationd.runner import Runner, Terms
 from automationd.secrets import Redactor
 from automationd.store import LetterFilter, Store, StoreError
