@@ -12,7 +12,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from automationd.actions import ActionContext, ActionResult, OptionReader, Path, client_ssl, shorten
+from automationd.actions import (
+    ActionContext,
+    ActionResult,
+    OptionReader,
+    Path,
+    client_ssl,
+    shorten,
+)
 from automationd.actions.http import send
 from automationd.secrets import MASK
 from automationd.templating import Template
