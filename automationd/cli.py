@@ -13,11 +13,13 @@ from pathlib import Path
 
 from automationd import __version__, client, daemon, receive, trail, yamldoc
 from automationd import backup as state_backup
-from automationd.config import Config, ConfigError, load_config, schema, state_base
 from automationd.durations import parse_duration
 from automationd.engine import Engine, utc_now
 from automationd.events import EventError
 from automationd.explain import as_text, explain
+from automationd.rules import Config
+from automationd.rules.load import ConfigError, load_config, state_base
+from automationd.rules.schema import schema
 from automationd.wire import parse_json, split_batch
 
 log = logging.getLogger("automationd")

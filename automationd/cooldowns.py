@@ -11,8 +11,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from automationd.audit import AuditLog
-from automationd.config import Automation
 from automationd.metrics import Metrics
+from automationd.rules import Automation
 from automationd.store import Store
 
 

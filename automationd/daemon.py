@@ -24,7 +24,6 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from automationd import __version__
-from automationd.config import DEFAULT_SERVER, Config
 from automationd.connections import (
     BACKLOG,
     Gate,
@@ -34,6 +33,7 @@ from automationd.connections import (
 )
 from automationd.engine import Engine
 from automationd.metrics import Metrics
+from automationd.rules import DEFAULT_SERVER, Config
 from automationd.server import create_app
 from automationd.store import StoreError
 from automationd.systemd import Notifier

@@ -21,7 +21,6 @@ import aiohttp
 from automationd import __version__
 from automationd.actions import Action, Services
 from automationd.audit import AuditLog
-from automationd.config import Automation, Config
 from automationd.cooldowns import Cooldowns
 from automationd.deadlines import ScheduledDeadlines
 from automationd.destinations import Destinations
@@ -32,6 +31,7 @@ from automationd.metrics import Metrics
 from automationd.prefect_source import PrefectSource
 from automationd.progress import Progress
 from automationd.reload import Changes, Reloader, ReloadOutcome, Rules
+from automationd.rules import Automation, Config
 from automationd.runner import Runner, Terms
 from automationd.store import open_store
 from automationd.systemd import Notifier

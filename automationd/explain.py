@@ -15,10 +15,10 @@ from typing import cast
 from jmespath.exceptions import JMESPathError, JMESPathTypeError
 
 from automationd.actions import ActionContext, Services
-from automationd.config import Automation, Config
 from automationd.events import normalise
 from automationd.globs import selects
 from automationd.matching import judge, matcher_holds
+from automationd.rules import Automation, Config
 from automationd.templating import lookup
 
 CooldownCheck = Callable[[Automation, dict[str, object]], tuple[str, float] | None]

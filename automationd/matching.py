@@ -16,9 +16,9 @@ from functools import lru_cache
 
 import jmespath.exceptions
 
-from automationd.config import Automation, Matcher
 from automationd.globs import is_glob, selects
 from automationd.jmescompile import is_truthy
+from automationd.rules import Automation, Matcher
 from automationd.templating import lookup
 
 

@@ -28,9 +28,10 @@ from typing import Any
 
 import aiohttp
 
-from automationd.actions import PrefectSettings, client_ssl
+from automationd.actions import client_ssl
 from automationd.backoff import doubled, equal_jitter
 from automationd.events import format_timestamp
+from automationd.rules import PrefectSettings
 from automationd.secrets import Secret
 from automationd.store import JournalError
 from automationd.templating import Template

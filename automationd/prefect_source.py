@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from automationd.audit import AuditLog
-from automationd.config import Config
 from automationd.events import EventError
 from automationd.metrics import Metrics
 from automationd.prefect_events import PrefectSubscription
+from automationd.rules import Config
 from automationd.store import Store, StoreError
 
 log = logging.getLogger("automationd.engine")

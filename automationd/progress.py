@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 from automationd import jsontext
 from automationd.audit import AuditLog
-from automationd.config import Automation, StateConfig
 from automationd.journal import Journal
+from automationd.rules import Automation, StateConfig
 from automationd.store import LetterFilter, Store, StoreError, Unfinished
 
 log = logging.getLogger("automationd.engine")

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from automationd.audit import AuditLog
-from automationd.config import Config, ConfigError, parse_config
 from automationd.events import EventTypeResolver, format_timestamp
 from automationd.matching import AutomationIndex
 from automationd.metrics import Metrics
+from automationd.rules import Config
+from automationd.rules.load import ConfigError, parse_config
 from automationd.secrets import Redactor
 from automationd.systemd import Notifier
 

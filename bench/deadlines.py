@@ -22,9 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from automationd.audit import AuditLog
-from automationd.config import Config, parse_config
 from automationd.deadlines import ScheduledDeadlines
 from automationd.events import EventTypeResolver, normalise
+from automationd.rules import Config
+from automationd.rules.load import parse_config
 from automationd.store.sqlite import SqliteStore
 from automationd.triggers import Triggers
 from automationd.triggers.flow_sla import FLOW_SLA, flow_key

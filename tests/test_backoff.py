@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from automationd.actions import RetryPolicy
 from automationd.backoff import doubled, equal_jitter
+from automationd.rules import RetryPolicy
 
 
 def test_the_step_doubles_up_to_its_cap() -> None:

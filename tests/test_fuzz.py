@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from automationd import yamldoc
-from automationd.config import ConfigError, parse_config
 from automationd.events import (
     EventError,
     EventTypeResolver,
@@ -22,6 +21,7 @@ from automationd.events import (
     normalise,
     parse_timestamp,
 )
+from automationd.rules.load import ConfigError, parse_config
 from automationd.templating import Template, TemplateError, compile_json, render_json
 from automationd.wire import parse_json, split_batch
 from tests.support import daemon, receiver

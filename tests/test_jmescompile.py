@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from automationd.config import parse_config
 from automationd.jmescompile import compile_expression
 from automationd.matching import judge
+from automationd.rules.load import parse_config
 
 NAMES = ["a", "b", "tags", "count", "state"]
 

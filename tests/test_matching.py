@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from automationd.config import Automation, Matcher, parse_config
 from automationd.jmescompile import is_truthy
 from automationd.matching import AutomationIndex, judge
+from automationd.rules import Automation, Matcher
+from automationd.rules.load import parse_config
 
 
 def automations(rules: str) -> tuple[Automation, ...]:

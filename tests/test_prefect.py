@@ -36,8 +36,8 @@ from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.states import Failed, Running, Scheduled
 
 from automationd import prefect_events as subscription_module
-from automationd.actions import PrefectSettings
 from automationd.prefect_events import PrefectSubscription, flow_run_event
+from automationd.rules import PrefectSettings
 from tests.prefect_server import TcpProxy, losing_proxy, prefect_server
 from tests.support import Daemon, audit_records, daemon, receiver, until, write_rules
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from automationd.actions.registry import ALL_KINDS
-from automationd.config import parse_config
+from automationd.rules.load import parse_config
 from tests.support import LISTENING, audit_records, daemon, start_automationd
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from automationd.config import ConfigError, parse_config
+from automationd.rules.load import ConfigError, parse_config
 from automationd.secrets import Redactor, Secret, SecretError, SecretSource, resolve
 
 SOURCE = Path("/etc/automationd/rules.yaml")

@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from automationd.config import parse_config
 from automationd.engine import Engine
+from automationd.rules.load import parse_config
 from automationd.server import ENGINE, create_app
 from tests.support import Receiver, audit_records, receiver
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from automationd.config import DEFAULT_SERVER
 from automationd.connections import connection_cap
+from automationd.rules import DEFAULT_SERVER
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "automationd.service"
 ANALYZE = shutil.which("systemd-analyze")

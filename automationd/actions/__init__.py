@@ -10,17 +10,23 @@ for every kind, from the `Action` that wraps a spec.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import random
 import ssl
 from collections.abc import Iterator, Mapping
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 import aiohttp
 
-from automationd.backoff import doubled, equal_jitter
+from automationd.rules import (
+    DEFAULT_GIVE_UP_AFTER,
+    DEFAULT_TIMEOUT,
+    ClientTls,
+    Endpoints,
+    PrefectSettings,
+    RetryPolicy,
+    SmtpSettings,
+)
 from automationd.secrets import Secret
 from automationd.templating import (
     JsonNode,
@@ -33,10 +39,7 @@ from automationd.templating import (
 
 Path = tuple[str | int, ...]
 
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_GIVE_UP_AFTER = 3600.0
 DETAIL_LIMIT = 1024
-LONGEST_RETRY_AFTER = 3600.0
 
 
 class ActionError(Exception):
@@ -67,43 +70,6 @@ class ActionResult:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often and how patiently an action is retried: exponential backoff with jitter."""
-
-    attempts: int = 5
-    initial: float = 1.0
-    max: float = 300.0
-
-    def delay(self, failed_attempt: int, retry_after: float | None, rng: random.Random) -> float:
-        """Seconds to wait after attempt number `failed_attempt` (1-based) failed.
-
-        The backoff doubles from `initial` up to `max`, with "equal jitter" (half fixed, half
-        random) so that many actions failing together do not retry in lockstep. A
-        destination's Retry-After is honoured when it asks for longer (up to an hour)."""
-        backoff = equal_jitter(doubled(self.initial, failed_attempt - 1, self.max), rng)
-        if retry_after is not None:
-            return max(backoff, min(retry_after, LONGEST_RETRY_AFTER))
-        return backoff
-
-
-@dataclass(frozen=True)
-class ClientTls:
-    """How the certificate of an HTTPS destination is checked (`tls: {ca_file, insecure}`):
-    against the CA certificates in `ca_file` instead of the system's, or (`insecure`) not
-    at all. Config builds the SSL context once at load (reading the file is its job); it is
-    kept out of the fields, so equality, repr and `dataclasses.asdict` (GET /rules shows the
-    prefect: block) see only the settings."""
-
-    ca_file: str | None = None
-    insecure: bool = False
-    context: InitVar[ssl.SSLContext | None] = None
-    _context: ClassVar[ssl.SSLContext | None] = None  # set per instance by __post_init__
-
-    def __post_init__(self, context: ssl.SSLContext | None) -> None:
-        object.__setattr__(self, "_context", context)
-
-
 def client_ssl(tls: ClientTls | None) -> ssl.SSLContext | bool:
     """aiohttp's `ssl=` for a request to a destination with these settings: the private
     CA's context, False (no verification) when insecure, else True (the system's CAs)."""
@@ -114,57 +80,6 @@ def client_ssl(tls: ClientTls | None) -> ssl.SSLContext | bool:
     return tls._context if tls._context is not None else True
 
 
-@functools.lru_cache(maxsize=32)
-def trusting(ca_pem: str) -> ssl.SSLContext:
-    """A client context that trusts exactly the CA certificates of `ca_pem`; raises
-    ssl.SSLError when it holds none. Cached by content, so every action naming the same CA
-    shares one context, across reloads too, and a changed file gets a new one."""
-    if not ca_pem.strip():
-        raise ssl.SSLError("no certificate")  # cadata="" would mean the system's CAs
-    return ssl.create_default_context(cadata=ca_pem)
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoints:
-    """Base URLs of the services actions call; configurable for proxies and tests, with
-    how their certificates are checked (`tls`)."""
-
-    twilio: str = "https://api.twilio.com"
-    pagerduty: str = "https://events.pagerduty.com"
-    tls: ClientTls | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpSettings:
-    """The SMTP server email actions send through (the `smtp:` block)."""
-
-    host: str
-    sender: str
-    port: int = 25
-    starttls: bool = False
-    username: str | None = None
-    password_secret: str | None = None
-    timeout: float = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class PrefectSettings:
-    """The Prefect server (the `prefect:` block): orchestrator actions call its REST API, and
-    with `subscribe` its event stream is a source of flow run state changes."""
-
-    api_url: str
-    api_key_secret: str | None = None
-    ui_url: str | None = None
-    subscribe: bool = False
-    tls: ClientTls | None = None
-
-    def auth_headers(self, secrets: Mapping[str, Secret]) -> dict[str, str]:
-        """`Authorization: Bearer <api key>` when an API key is configured."""
-        if self.api_key_secret is None:
-            return {}
-        return {"Authorization": f"Bearer {secrets[self.api_key_secret].reveal()}"}
-
-
 @dataclass(frozen=True, slots=True)
 class Services:
     """What actions reach beyond the event: the HTTP client, secrets and service settings.
@@ -173,7 +88,7 @@ class Services:
 
     session: aiohttp.ClientSession | None
     secrets: Mapping[str, Secret]
-    endpoints: Endpoints = Endpoints()
+    endpoints: Endpoints = field(default_factory=Endpoints)
     smtp: SmtpSettings | None = None
     prefect: PrefectSettings | None = None
 
@@ -203,7 +118,7 @@ class ActionContext:
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
     def secret(self, name: str) -> str:
-        """The value of a secret, for sending it; config checked it exists."""
+        """The value of a secret, for sending it; the rules checked it exists."""
         return self.services.secrets[name].reveal()
 
 
@@ -240,7 +155,7 @@ class Action:
 
     spec: ActionSpec
     timeout: float = DEFAULT_TIMEOUT
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     give_up_after: float = DEFAULT_GIVE_UP_AFTER
 
     @property
@@ -305,7 +220,7 @@ class OptionReader:
 
 
 def template_problem(exc: TemplateError) -> str:
-    """How a template error reads in a config problem."""
+    """How a template error reads in a problem of the rules."""
     return f"template error at character {exc.offset + 1}: {exc.message}"
 
 

@@ -67,7 +67,7 @@ class EmailAction:
 
     async def run(self, ctx: ActionContext) -> ActionResult:
         smtp = ctx.services.smtp
-        if smtp is None:  # config refuses email actions without an smtp: block
+        if smtp is None:  # the rules refuse email actions without an smtp: block
             raise ActionError("no smtp: block is configured", retryable=False)
         password = ctx.secret(smtp.password_secret) if smtp.password_secret else None
         try:

@@ -11,10 +11,10 @@
   two runs.
 
 A missing id is a permanent failure of the action (and, where the automation's event types
-can never carry it, a config error at load time). Ids go into the URL percent-encoded, and an
-id of `.` or `..` is refused, so no id can reach another API path. An answer longer than
-http.RESPONSE_LIMIT is not read: a cancel, which needs Prefect's orchestration result, then
-fails with that said.
+can never carry it, a problem of the rules at load time: `registry` declares the ids each
+kind acts on). Ids go into the URL percent-encoded, and an id of `.` or `..` is refused, so
+no id can reach another API path. An answer longer than http.RESPONSE_LIMIT is not read: a
+cancel, which needs Prefect's orchestration result, then fails with that said.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from automationd.actions import (
     ActionResult,
     OptionReader,
     Path,
-    PrefectSettings,
     client_ssl,
     shorten,
 )
 from automationd.actions.http import RESPONSE_LIMIT, post
+from automationd.rules import PrefectSettings
 from automationd.templating import (
     JsonNode,
     Template,
@@ -55,7 +55,7 @@ START_PATH = Template.parse("/deployments/{id}/create_flow_run")
 
 
 def _settings(ctx: ActionContext) -> PrefectSettings:
-    if ctx.services.prefect is None:  # config refuses orchestrator actions without prefect:
+    if ctx.services.prefect is None:  # the rules refuse orchestrator actions without prefect:
         raise ActionError("no prefect: block is configured", retryable=False)
     return ctx.services.prefect
 
@@ -246,11 +246,3 @@ def parse_start(options: Mapping[str, object]) -> StartFlowRunAction:
     deployment = reader.text("flow_group_id") or None
     reader.done()
     return StartFlowRunAction(deployment, parameters)
-
-
-NEEDS = {
-    CancelFlowRunAction.kind: ("flow_run_id",),
-    PauseScheduleAction.kind: ("flow_group_id",),
-    StartFlowRunAction.kind: ("flow_group_id",),
-}
-"""The event attributes each kind acts on (unless the action names its own flow_group_id)."""

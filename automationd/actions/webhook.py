@@ -8,20 +8,21 @@ so an event never chooses where the daemon connects (and per-destination limits 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from automationd.actions import (
     ActionContext,
     ActionError,
     ActionResult,
-    ClientTls,
+    ActionSpec,
     OptionReader,
     Path,
     client_ssl,
     template_problem,
 )
 from automationd.actions.http import host_of, send, url_for_log
+from automationd.rules import ClientTls
 from automationd.templating import (
     JsonNode,
     Template,
@@ -48,7 +49,8 @@ class WebhookAction:
     payload: JsonNode | None
     headers: tuple[tuple[Template, Template], ...]
     tls: ClientTls | None = None
-    """Set by config from the `tls:` option (reading the CA file is its job, not parse's)."""
+    """Set by the rules from the `tls:` option (reading the CA file is their job, not
+    parse's): see `with_tls`."""
 
     def templates(self) -> Iterator[tuple[Path, Template]]:
         yield ("url",), self.url
@@ -118,3 +120,10 @@ def parse(options: Mapping[str, object]) -> WebhookAction:
                 reader.problems.append((("headers", str(name)), template_problem(exc)))
     reader.done()
     return WebhookAction(url, payload, tuple(headers))
+
+
+def with_tls(spec: ActionSpec, tls: ClientTls | None) -> WebhookAction:
+    """The webhook `spec` checking its destination's certificate as `tls` says."""
+    if not isinstance(spec, WebhookAction):
+        raise TypeError(f"a {spec.kind} action has no tls: option")
+    return replace(spec, tls=tls)

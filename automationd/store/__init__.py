@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from automationd.config import StateConfig
+    from automationd.rules import StateConfig
 
 
 class StoreError(Exception):

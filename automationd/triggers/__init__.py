@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
 from automationd.audit import AuditLog
-from automationd.config import Config
 from automationd.deadlines import Deadlines
+from automationd.rules import Config
 from automationd.store import Store
 from automationd.triggers.agent_sla import AgentSlas
 from automationd.triggers.base import Made, Trigger, TriggerParts

@@ -12,8 +12,8 @@ import logging
 import uuid
 from collections.abc import Mapping
 
-from automationd.config import AgentSla, Config
 from automationd.events import format_timestamp
+from automationd.rules import AgentSla, Config
 from automationd.store import Deadline
 from automationd.triggers.base import EVENT_IDS, Made, TriggerParts, moment
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from automationd.audit import AuditLog
-from automationd.config import Config
 from automationd.deadlines import Deadlines
+from automationd.rules import Config
 from automationd.store import Store
 
 Made = list[dict[str, object]]

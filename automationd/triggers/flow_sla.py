@@ -20,9 +20,9 @@ import logging
 import uuid
 from collections.abc import Mapping
 
-from automationd.config import Config, FlowSla
 from automationd.events import BUILTIN_TYPES, format_timestamp, parse_timestamp
 from automationd.matching import matcher_holds
+from automationd.rules import Config, FlowSla
 from automationd.store import Deadline
 from automationd.triggers.base import EVENT_IDS, Made, TriggerParts, moment
 

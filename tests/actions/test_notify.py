@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 
 from automationd.actions.teams import adaptive_card
-from automationd.config import parse_config
 from automationd.engine import Engine
+from automationd.rules.load import parse_config
 from tests.standins import PagerDuty, Slack, Teams, Twilio, play, twilio_message
 from tests.support import Mailbox, Receiver, audit_records, receiver, smtp_server
 

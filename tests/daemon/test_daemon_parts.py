@@ -18,7 +18,6 @@ import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from automationd.config import state_base
 from automationd.daemon import (
     allowed_connections,
     bind,
@@ -27,6 +26,7 @@ from automationd.daemon import (
     tls_context,
 )
 from automationd.events import EventError
+from automationd.rules.load import state_base
 from tests.certificates import private_ca
 from tests.support import free_port, until
 

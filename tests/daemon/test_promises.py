@@ -9,9 +9,9 @@ from pathlib import Path
 
 import aiohttp
 
-from automationd.config import parse_config
 from automationd.engine import Engine
 from automationd.openapi import OPENAPI
+from automationd.rules.load import parse_config
 from automationd.server import create_app
 from tests.support import audit_records, daemon, receiver, until
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from automationd.audit import AuditLog
-from automationd.config import Automation, StateConfig, parse_config
 from automationd.journal import Journal
 from automationd.progress import Progress
+from automationd.rules import Automation, StateConfig
+from automationd.rules.load import parse_config
 from automationd.store.sqlite import SqliteStore
 from tests.support import audit_records
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from automationd.config import Config, parse_config
 from automationd.reload import Changes, changes_between
+from automationd.rules import Config
+from automationd.rules.load import parse_config
 
 SOURCE = Path("/etc/automationd/rules.yaml")
 

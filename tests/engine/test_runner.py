@@ -12,11 +12,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from automationd.actions import Action, RetryPolicy, Services
+from automationd.actions import Action, Services
 from automationd.actions.webhook import parse
 from automationd.audit import AuditLog
 from automationd.destinations import Destinations
 from automationd.metrics import Metrics
+from automationd.rules import RetryPolicy
 from automationd.runner import Runner, Terms
 from automationd.secrets import Redactor
 from automationd.store.sqlite import SqliteStore

@@ -18,8 +18,9 @@ from pathlib import Path
 import jmespath
 import pytest
 
-from automationd.config import Config, ConfigError, parse_config
 from automationd.jmescompile import event_attributes
+from automationd.rules import Config
+from automationd.rules.load import ConfigError, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = Path("/etc/automationd/rules.yaml")

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from automationd import yamldoc
-from automationd.actions import RetryPolicy
 from automationd.actions.webhook import WebhookAction
-from automationd.config import Config, ConfigError, parse_config
 from automationd.events import ANY, BUILTIN_TYPES, EventError, normalise
 from automationd.matching import matcher_holds
+from automationd.rules import Config, RetryPolicy
+from automationd.rules.load import ConfigError, parse_config
 
 SOURCE = Path("/etc/automationd/rules.yaml")
 
@@ -320,7 +320,8 @@ def test_prefect_block_and_orchestrator_actions_load() -> None:
 def test_the_schema_describes_every_action_kind_and_is_2020_12() -> None:
     schema = json.loads(Path("schema/rules.schema.json").read_text())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    from automationd.actions.registry import ALL_KINDS, PARSERS
+    from automationd.actions.registry import ALL_KINDS
+    from automationd.actions.registry import KINDS as PARSERS
 
     assert set(schema["$defs"]["action"]["properties"]) == set(ALL_KINDS)
     assert schema["$defs"]["action"]["propertyNames"]["enum"] == list(ALL_KINDS)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from automationd.audit import AuditLog
-from automationd.config import parse_config
+from automationd.rules.load import parse_config
 from automationd.store.sqlite import SqliteStore
 from automationd.triggers import Triggers
 from automationd.triggers.agent_sla import AGENT_SLA, AgentSlas

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from automationd.audit import AuditLog
-from automationd.config import Config, parse_config
 from automationd.events import EventTypeResolver, normalise
+from automationd.rules import Config
+from automationd.rules.load import parse_config
 from automationd.store import Deadline
 from automationd.store.sqlite import SqliteStore
 from automationd.triggers import Triggers

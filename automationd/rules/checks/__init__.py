@@ -1,0 +1,4 @@
+"""The checks a schema cannot make, one module per section of the rules file (`server`,
+`audit`, `state`, `secrets`, `smtp`, `prefect`, `endpoints`, `delivery`, `reload`,
+`event_types`, `automations` with their `actions`, `slas`), on the shared `core`: each
+reports every problem at its place and builds its part of the Config from what is sound."""
