@@ -30,10 +30,11 @@ from automationd.store import (
     Unfinished,
 )
 from automationd.store.sqlite_base import (
-    BUSY_TIMEOUT_MS,
     connect,
     driver_errors,
+    room_for_a_frame,
     table_names,
+    takes_a_write,
     transaction,
     translated,
 )
@@ -61,9 +62,6 @@ LETTER_FIELDS = (*LETTER_COLUMNS[:-2], "runs", "attempts")
 
 PROBE_EVERY = 1.0
 """Seconds a successful write probe stands for (GET /readyz)."""
-
-PAGE_BYTES = 4096
-"""SQLite's default page size, which the store keeps."""
 
 
 def _letters_where(which: LetterFilter) -> tuple[str, tuple[object, ...]]:
@@ -126,38 +124,11 @@ class SqliteStore:
         now = time.monotonic()
         if self._probe_ok and now - self._probed_at < PROBE_EVERY:
             return True
-        self._probed_at, self._probe_ok = now, self._probe(self._db) and self._space_left()
+        self._probed_at, self._probe_ok = (
+            now,
+            takes_a_write(self._db) and room_for_a_frame(self.path.parent),
+        )
         return self._probe_ok
-
-    @staticmethod
-    def _probe(db: sqlite3.Connection) -> bool:
-        """Whether one row can be rewritten; a database another writer holds counts as
-        writable, at once (the probe does not wait for the lock on the event loop)."""
-        try:
-            db.execute("PRAGMA busy_timeout=0")
-            try:
-                db.execute(
-                    "INSERT INTO readyz_probe (id, at) VALUES (1, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-                    (time.time(),),
-                )
-            finally:
-                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        except sqlite3.OperationalError as exc:  # busy: another writer, not a broken disk
-            return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-        except sqlite3.Error:
-            return False
-        return True
-
-    def _space_left(self) -> bool:
-        """Whether the database's file system has room for two more pages (one frame of the
-        write-ahead log), counting only the blocks anyone may use: root's reserve is not
-        always root's to use (containers, ext4's resuid)."""
-        try:
-            space = os.statvfs(self.path.parent)
-        except OSError:
-            return False
-        return space.f_bavail * space.f_frsize >= 2 * PAGE_BYTES
 
     @property
     def db(self) -> sqlite3.Connection:

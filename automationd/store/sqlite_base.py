@@ -1,10 +1,12 @@
-"""What every part of the SQLite store stands on: one way to connect, transactions, and
-SQLite's errors raised as the store's own."""
+"""What every part of the SQLite store stands on: one way to connect, transactions,
+SQLite's errors raised as the store's own, and the write probe behind GET /readyz."""
 
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,3 +73,38 @@ def transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[sqlite
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+PAGE_BYTES = 4096
+"""SQLite's default page size, which the store keeps."""
+
+
+def takes_a_write(db: sqlite3.Connection) -> bool:
+    """Whether one row can be rewritten; a database another writer holds counts as
+    writable, at once (the probe does not wait for the lock on the event loop)."""
+    try:
+        db.execute("PRAGMA busy_timeout=0")
+        try:
+            db.execute(
+                "INSERT INTO readyz_probe (id, at) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                (time.time(),),
+            )
+        finally:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    except sqlite3.OperationalError as exc:  # busy: another writer, not a broken disk
+        return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def room_for_a_frame(folder: Path) -> bool:
+    """Whether `folder`'s file system has room for two more pages (one frame of the
+    write-ahead log), counting only the blocks anyone may use: root's reserve is not
+    always root's to use (containers, ext4's resuid)."""
+    try:
+        space = os.statvfs(folder)
+    except OSError:
+        return False
+    return space.f_bavail * space.f_frsize >= 2 * PAGE_BYTES
