@@ -594,3 +594,19 @@ def test_check_reports_a_misspelt_required_key_once_as_its_did_you_mean(tmp_path
         f"{rules}:13:23: automations[1].actions[0].email: 'to_emails' is a required property",
     ]
     assert result.stderr == f"{rules}: 5 problem(s)\n"
+
+
+def test_an_automation_without_a_name_is_a_problem_even_with_an_insecure_webhook() -> None:
+    """The insecure-TLS warning names the automation; one without a name is reported as
+    the schema's problem instead of crashing the loader with a KeyError."""
+    assert problems(
+        """\
+        version: 1
+        automations:
+          - on: [flow_run_failed]
+            actions:
+              - webhook: {url: "https://127.0.0.1:9/x", tls: {insecure: true}}
+        """
+    ) == [
+        "/etc/automationd/rules.yaml:3:5: automations[0]: 'name' is a required property"
+    ]

@@ -78,8 +78,9 @@ def action(
 def _naming(check: Checker, path: DocPath, name: str, spec: ActionSpec) -> str:
     """How a log line names the action at `path`: its automation, index, kind and host."""
     data: Any = check.doc.data  # schema-checked: the automation and action at `path` exist
-    automation = data["automations"][path[1]]
-    return f"automation '{automation['name']}', action {path[3]} ({name} to {spec.destination()})"
+    title = data["automations"][path[1]].get("name")  # missing: the schema's problem, reported
+    automation = f"automation '{title}'" if isinstance(title, str) else f"automations[{path[1]}]"
+    return f"{automation}, action {path[3]} ({name} to {spec.destination()})"
 
 
 def _spec(
