@@ -75,7 +75,7 @@ async def serve(config: Config, environ: Mapping[str, str]) -> int:
     max_connections = allowed_connections(server.max_connections, raise_open_file_limit())
     throttle_accept_errors(asyncio.get_running_loop())
     notifier = Notifier(environ)
-    engine = Engine(config, environ=environ, notifier=notifier, settled=settle_heap)
+    engine = Engine(config, environ=environ, notifier=notifier, rules_in_place=settle_heap)
     runner = web.AppRunner(
         create_app(engine),
         access_log=None,

@@ -30,10 +30,10 @@ from automationd.journal import Journal
 from automationd.metrics import Metrics
 from automationd.prefect_source import PrefectSource
 from automationd.progress import Progress
-from automationd.reload import Changes, Reloader, ReloadOutcome, Rules
+from automationd.reload import Changes, LiveRules, Reloader, ReloadOutcome
 from automationd.rules import Automation, Config
 from automationd.runner import Runner, Terms
-from automationd.store import open_store
+from automationd.store.backends import open_store
 from automationd.systemd import Notifier
 from automationd.triggers import Triggers
 
@@ -58,15 +58,15 @@ class Engine:
         clock: Callable[[], datetime] = utc_now,
         environ: Mapping[str, str] | None = None,
         notifier: Notifier | None = None,
-        settled: Callable[[], None] = lambda: None,
+        rules_in_place: Callable[[], None] = lambda: None,
     ) -> None:
-        """`settled` is called once rules are in place: at start and after each applied
+        """`rules_in_place` is called once rules are in place: at start and after each applied
         reload (the daemon settles the heap there)."""
-        self.rules = Rules.of(config)
+        self.rules = LiveRules.of(config)
         self.clock = clock
         self.metrics = Metrics()
         self.listening = False
-        self.settled = settled
+        self.rules_in_place = rules_in_place
         self.audit = AuditLog(config.audit.path, fsync=config.audit.fsync, clock=clock)
         self.store = open_store(config.state)
         self.journal = self._journal(config)
@@ -102,7 +102,7 @@ class Engine:
             clock=clock,
             settled=self.progress.settled,
         )
-        self.reloads = Reloader(
+        self.reloader = Reloader(
             audit=self.audit,
             metrics=self.metrics,
             notifier=notifier or Notifier({}),
@@ -111,7 +111,7 @@ class Engine:
             current=lambda: self.config,
             swap=self._swap,
             status=self.status,
-            settled=settled,
+            rules_in_place=rules_in_place,
         )
         self.prefect = PrefectSource(
             audit=self.audit,
@@ -165,7 +165,7 @@ class Engine:
             asyncio.create_task(self.progress.prune_periodically(), name="automationd-prune"),
         ]
         config = self.config
-        self.reloads.started()
+        self.reloader.started()
         self.triggers.configure(config)
         self.deadlines.start()
         self._know_types()
@@ -174,7 +174,7 @@ class Engine:
         )
         self.progress.resume()
         self.prefect.start(config, self._http)
-        self.settled()
+        self.rules_in_place()
 
     async def stop(self) -> None:
         """Stop the Prefect subscription and firing deadlines, match what is queued, let
@@ -210,11 +210,11 @@ class Engine:
     async def reload(self, trigger: str, *, force: bool = True) -> ReloadOutcome:
         """Load the rules file again and swap it in whole, or keep the old rules and report
         every problem (reload.py says how)."""
-        return await self.reloads.reload(trigger, force=force)
+        return await self.reloader.reload(trigger, force=force)
 
     async def _swap(self, new: Config, changes: Changes) -> None:
         """Put new rules in place: events from here on meet them."""
-        self.rules = Rules.of(new)
+        self.rules = LiveRules.of(new)
         self.triggers.configure(new)
         if {"prefect", "secrets"} & set(changes.sections_changed):
             await self.prefect.stop()

@@ -1,6 +1,6 @@
 """Reload: the live rules, loading them anew, and what one load changed.
 
-`Rules` is everything derived from one config, which the engine swaps as one reference.
+`LiveRules` is everything derived from one config, which the engine swaps as one reference.
 A `Reloader` reads the rules file again and either hands the new rules to the engine to swap
 in whole, or keeps the old ones and reports every problem; `changes_between` says what the
 swap changes (automations added, removed, changed; other sections; what needs a restart),
@@ -48,7 +48,7 @@ RELOADED_SECTIONS = (
 
 
 @dataclass(frozen=True, slots=True)
-class Rules:
+class LiveRules:
     """Everything derived from one config, swapped in one step on reload."""
 
     config: Config
@@ -57,7 +57,7 @@ class Rules:
     redact: Redactor
 
     @classmethod
-    def of(cls, config: Config) -> Rules:
+    def of(cls, config: Config) -> LiveRules:
         return cls(
             config,
             config.resolver(),
@@ -95,12 +95,9 @@ class Changes:
 def restart_kept(old: Config, new: Config) -> Config:
     """`new`, with what only a restart can change (RESTART_ONLY) as it is running in `old`
     (but tokens are taken anew)."""
-    return dataclasses.replace(
-        new,
-        server=dataclasses.replace(old.server, tokens=new.server.tokens),
-        audit=old.audit,
-        state=old.state,
-    )
+    kept = {name: getattr(old, name) for name in RESTART_ONLY}
+    kept["server"] = dataclasses.replace(old.server, tokens=new.server.tokens)
+    return dataclasses.replace(new, **kept)
 
 
 def changes_between(old: Config, new: Config) -> Changes:
@@ -168,7 +165,7 @@ class Reloader:
         current: Callable[[], Config],
         swap: Swap,
         status: Callable[[], str],
-        settled: Callable[[], None],
+        rules_in_place: Callable[[], None],
     ) -> None:
         self.audit = audit
         self.metrics = metrics
@@ -179,7 +176,7 @@ class Reloader:
         self.swap = swap
         self.status = status
         """A one-line status for systemd, told when a load is over."""
-        self.settled = settled
+        self.rules_in_place = rules_in_place
         """Called once new rules are in place."""
         self.loaded_at = format_timestamp(clock())
         self.last = ReloadOutcome(self.loaded_at, "start", "applied", current().sha256)
@@ -261,7 +258,7 @@ class Reloader:
             **changes.as_json(),
         )
         log.info("reloaded %s (%s): %s", path, trigger, changes.describe())
-        self.settled()
+        self.rules_in_place()
         return ReloadOutcome(now, trigger, "applied", sha256, changes=changes)
 
     def _rejected(

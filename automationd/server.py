@@ -240,7 +240,7 @@ async def get_rules(request: web.Request) -> web.Response:
         {
             "source": str(config.source),
             "sha256": config.sha256,
-            "loaded_at": engine.reloads.loaded_at,
+            "loaded_at": engine.reloader.loaded_at,
             "automations": [
                 {
                     "name": a.name,
@@ -271,7 +271,7 @@ async def get_rules(request: web.Request) -> web.Response:
             ],
             "secrets": sorted(config.secrets),
             "prefect": dataclasses.asdict(config.prefect) if config.prefect else None,
-            "last_reload": engine.reloads.last.as_json(),
+            "last_reload": engine.reloader.last.as_json(),
         }
     )
 

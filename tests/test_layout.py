@@ -70,9 +70,14 @@ def top_name(path: Path) -> str:
 
 
 def imported(path: Path) -> set[str]:
-    """Every module name `path` imports, at any depth (function-level imports count)."""
+    """Every module name `path` imports, at any depth (function-level imports count, those
+    only for type checking do not)."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    for block in ast.walk(tree):
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING":
+            block.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -111,6 +116,41 @@ def test_imports_run_one_way() -> None:
             if layer_of(parts[1]) < layer_of(here):
                 upward.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
     assert upward == []
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """Inside a layer too (rules and actions are both leaves: the actions read the rules'
+    model, the rules' checks read the actions' registry), no chain of imports comes back.
+    A package's `__init__` counts as a module of its own, so a package may import its
+    submodules, or they its `__init__`, but not both."""
+    graph: dict[str, set[str]] = {}
+    for path in sources():
+        here = module_name(path)
+        graph[here] = set()
+        for name in imported(path):
+            if name.split(".")[0] == "automationd":
+                graph[here].add(name)
+    cycles = []
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for after in sorted(graph.get(node, ())):
+            if state.get(after) == "open":
+                cycles.append(" -> ".join([*trail[trail.index(after) :], after]))
+            elif after not in state:
+                visit(after, [*trail, after])
+        state[node] = "done"
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    assert cycles == []
 
 
 def test_only_the_store_imports_a_database_driver() -> None:

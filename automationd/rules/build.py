@@ -50,12 +50,17 @@ def build(check: Checker, sha256: str, base: Path) -> Config | None:
     if prefect_settings is not None:
         blocks.add("prefect")
     around = Surroundings(declared, policy, bounds.give_up_after, frozenset(blocks))
-    hooks = automations(check, data.get("automations"), resolver, around)
+    parsed_automations = automations(check, data.get("automations"), resolver, around)
     state_config = state(check, data.get("state"), base)
     flows = flow_slas(check, data.get("flow_slas"), resolver)
     agents = agent_slas(check, data.get("agent_slas"))
     declared.check_shapes()
-    if server_config is None or audit_config is None or hooks is None or check.problems:
+    if (
+        server_config is None
+        or audit_config is None
+        or parsed_automations is None
+        or check.problems
+    ):
         return None
     return Config(
         check.source,
@@ -63,7 +68,7 @@ def build(check: Checker, sha256: str, base: Path) -> Config | None:
         server_config,
         audit_config,
         types,
-        hooks,
+        parsed_automations,
         secrets,
         endpoint_settings,
         smtp_settings,

@@ -2,8 +2,9 @@
 
 Everything a loaded rules file says lives here, the settings of the services actions call
 (`RetryPolicy`, `ClientTls`, `Endpoints`, `SmtpSettings`, `PrefectSettings`) included, so the
-rest of the daemon reads one model. Nothing here reads a file or checks a value: `load`
-builds these objects, and only after every check passed.
+rest of the daemon reads one model. Nothing here reads a file or checks a value: `build`
+makes these objects from what the `checks` found sound, and `load` hands them out only when
+every check passed.
 """
 
 from __future__ import annotations

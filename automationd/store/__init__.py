@@ -18,10 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Protocol
-
-if TYPE_CHECKING:
-    from automationd.rules import StateConfig
+from typing import NamedTuple, Protocol
 
 
 class StoreError(Exception):
@@ -286,12 +283,3 @@ class Store(Protocol):
         while the daemon goes on writing (needs no open()). BrokenCopy when the copy fails
         the database's check."""
         ...
-
-
-def open_store(state: StateConfig) -> Store:
-    """The store `state:` names (not yet opened): the one place that picks the backend, so
-    the engine and its parts know only the Store interface."""
-    # imported here: the backend module imports this package's types
-    from automationd.store.sqlite import SqliteStore
-
-    return SqliteStore(state.path)
