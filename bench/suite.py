@@ -153,6 +153,15 @@ class Server:
         match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
         return int(match.group(1)) / 1024 if match else float("nan")
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used so far."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return float("nan")
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 @contextlib.asynccontextmanager
 async def serving(
@@ -450,6 +459,7 @@ async def actions_round(results: Results, work: Path, count: int = 10_000) -> No
                     json.dumps([{"type": "job_done", "n": b * 100 + i} for i in range(100)])
                     for b in range(count // 100)
                 ]
+                cpu_before = server.cpu_seconds()
                 started = time.perf_counter()
                 async with aiohttp.ClientSession() as session:
 
@@ -464,7 +474,10 @@ async def actions_round(results: Results, work: Path, count: int = 10_000) -> No
                     await asyncio.wait_for(all_in.wait(), 120)
                 except TimeoutError:
                     raise RuntimeError(f"only {arrived} of {count} webhooks arrived") from None
+                await asyncio.sleep(1.5)  # the journal's last writes of the outcomes
+                cpu_used = server.cpu_seconds() - cpu_before
     results.add("actions", count / (last - started))
+    results.add("actions cpu", cpu_used / count * 1000 * 1000)
 
 
 async def ready_round(results: Results, work: Path) -> None:
@@ -537,6 +550,7 @@ def report(results: Results, args: argparse.Namespace) -> None:
         ("  (webhooks timed)", f"{len(results.pooled.get('latency', []))}", ""),
         ("  (the rate sent)", results.cell("latency rate"), "ev/s"),
         ("actions delivered to a local webhook", results.cell("actions"), "actions/s"),
+        ("  (daemon CPU per action: user and system)", results.cell("actions cpu", ".0f"), "µs"),
         ("start to ready, 100 automations", results.cell("ready 100", ".2f"), "s"),
         ("start to ready, 10,000 automations", results.cell("ready 10000", ".2f"), "s"),
         ("RSS idle, 100 automations", results.cell("rss idle", ".0f"), "MiB"),
