@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import audit_records, daemon, interruptible, receiver
+from tests.support import audit_records, daemon, interruptible, receiver, write_rules
 
 
 def audit(*args: str) -> subprocess.CompletedProcess[str]:
@@ -26,11 +26,9 @@ def audit(*args: str) -> subprocess.CompletedProcess[str]:
 async def make_trail(tmp_path: Path) -> Path:
     async with receiver() as recv:
         recv.status["/broken"] = 400
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 retry: {{attempts: 2, initial: 10ms}}
 automations:
   - name: good
@@ -40,7 +38,7 @@ automations:
     on: [job_done]
     match: {{env: prod}}
     actions: [{{webhook: {{url: "{recv.url}/broken"}}}}]
-"""
+""",
         )
         async with daemon(rules) as proc:
             await proc.post({"type": "job_done", "id": "j1", "env": "prod"})
@@ -149,8 +147,7 @@ async def test_follow_survives_rotation(tmp_path: Path) -> None:
 async def test_event_takes_a_unique_id_prefix_and_lists_the_candidates_of_an_ambiguous_one(
     tmp_path: Path,
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text('version: 1\nserver: {listen: "127.0.0.1:0"}\nautomations: []\n')
+    rules = write_rules(tmp_path, "automations: []\n")
     async with daemon(rules) as proc:
         for event_id in ("3f2c0a11-0001", "3f2c0b22-0002", "3f2"):
             assert (await proc.post({"type": "job_done", "id": event_id}))[0] == 202

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from tests.recipes import ROOT, runnable, sh_block
-from tests.support import LISTENING, receiver
+from tests.support import LISTENING, receiver, write_rules
 
 INSTALL = sh_block("python3 -m venv /opt/automationd")
 UPGRADE = sh_block("systemctl restart automationd")
@@ -154,13 +154,11 @@ async def test_install_then_upgrade_as_the_readme_says(tmp_path: Path) -> None:
     state = root / "var/lib/automationd"
     state.mkdir(parents=True)
     async with receiver() as recv:
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
-            "version: 1\n"
-            'server: {listen: "127.0.0.1:0"}\n'
+        rules = write_rules(
+            tmp_path,
             "automations:\n"
             "  - {name: forward, on: [job_done], actions: [{webhook: {url: "
-            f'"{recv.url}/hook"}}}}]}}\n'
+            f'"{recv.url}/hook"}}}}]}}\n',
         )
         async with installed_daemon(command, rules, state) as url:
             assert (await post(url, {"type": "job_done", "id": "before-upgrade"}))["accepted"]

@@ -11,13 +11,11 @@ import aiohttp
 import pytest
 
 from automationd.actions import Services
-from tests.support import audit_records, daemon, receiver, run_cli
+from tests.support import audit_records, daemon, receiver, run_cli, write_rules
 
 SLACK_URL = "https://hooks.slack.com/services/T0/B0/secretSECRET"
 
 RULES = """\
-version: 1
-server: {listen: "127.0.0.1:0"}
 secrets: {slack: {env: SLACK_URL}, tw: {env: TW}}
 smtp: {host: 127.0.0.1, port: 2525, from: bot@example.com}
 endpoints: {pagerduty: "http://127.0.0.1:9/pd", twilio: "http://127.0.0.1:9/tw"}
@@ -63,8 +61,7 @@ def run_test(rules: Path, body: str, *args: str) -> subprocess.CompletedProcess[
 
 
 def test_every_reason_and_every_rendered_action(tmp_path: Path) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
+    rules = write_rules(tmp_path, RULES)
     result = run_test(rules, json.dumps(EVENT), "--json")
     assert result.returncode == 0, result.stderr
     (answer,) = json.loads(result.stdout)
@@ -119,8 +116,7 @@ def test_every_reason_and_every_rendered_action(tmp_path: Path) -> None:
 
 
 def test_readable_report_and_errors(tmp_path: Path) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
+    rules = write_rules(tmp_path, RULES)
     result = run_test(rules, json.dumps([EVENT, {**EVENT, "id": "e2", "state": "Crashed"}]))
     assert result.returncode == 0, result.stderr
     assert "event e1 (flow_run_state_change)" in result.stdout
@@ -141,17 +137,15 @@ def test_readable_report_and_errors(tmp_path: Path) -> None:
 
 async def test_post_explain_uses_the_live_rules_and_acts_on_nothing(tmp_path: Path) -> None:
     async with receiver() as recv:
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 automations:
   - name: page
     on: [flow_run_state_change]
     cooldown: {{for: 1h, key: "{{flow_name}}"}}
     actions: [{{webhook: {{url: "{recv.url}/page"}}}}]
-"""
+""",
         )
         async with daemon(rules) as proc, aiohttp.ClientSession() as session:
             async with session.post(f"{proc.url}/explain", json=EVENT) as response:
@@ -205,8 +199,6 @@ automations:
 
 
 JSON_VALUES_RULES = """\
-version: 1
-server: {listen: "127.0.0.1:0"}
 automations:
   - {name: first-try, on: [job_done], match: {attempt: 1}, actions: [{webhook: {url: "http://127.0.0.1:9/a"}}]}
   - {name: needs-owner, on: [job_done], match: {owner: ops}, actions: [{webhook: {url: "http://127.0.0.1:9/b"}}]}
@@ -228,8 +220,7 @@ JOB = {
 
 def test_every_value_in_a_reason_is_shown_as_json(tmp_path: Path) -> None:
     """JSON's true/false/null and double quotes, never Python's True/False/None/'...'."""
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(JSON_VALUES_RULES)
+    rules = write_rules(tmp_path, JSON_VALUES_RULES)
     result = run_test(rules, json.dumps(JOB))
     assert result.returncode == 0, result.stderr
     assert "  - first-try: no, match attempt: expected one of [1], saw true" in result.stdout
@@ -243,8 +234,7 @@ def test_every_value_in_a_reason_is_shown_as_json(tmp_path: Path) -> None:
 
 
 async def test_post_explain_shows_json_false(tmp_path: Path) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(JSON_VALUES_RULES)
+    rules = write_rules(tmp_path, JSON_VALUES_RULES)
     async with daemon(rules) as proc, aiohttp.ClientSession() as session:
         async with session.post(f"{proc.url}/explain", json=JOB) as response:
             assert response.status == 200
@@ -258,9 +248,8 @@ async def test_post_explain_shows_json_false(tmp_path: Path) -> None:
 def test_needs_no_secret_values_and_shows_each_masked(tmp_path: Path) -> None:
     """Trying a rule needs none of its secrets (env unset, file missing, no
     $CREDENTIALS_DIRECTORY): each is shown masked, as when its value is there."""
-    rules = tmp_path / "rules.yaml"
     no_values = RULES.replace("tw: {env: TW}", "tw: {file: /nonexistent/tw}, pd: {credential: pd}")
-    rules.write_text(no_values.replace("routing_key: R1", "routing_key_secret: pd"))
+    rules = write_rules(tmp_path, no_values.replace("routing_key: R1", "routing_key_secret: pd"))
     result = subprocess.run(
         [sys.executable, "-m", "automationd", "test", str(rules), "-", "--json"],
         input=json.dumps(EVENT),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.recipes import ROOT
-from tests.support import audit_records, daemon, run_cli, until
+from tests.support import audit_records, daemon, run_cli, until, write_rules
 
 SHIPPED = ROOT / "systemd" / "automationd.logrotate"
 LOGROTATE = shutil.which("logrotate") or next(
@@ -50,10 +50,7 @@ async def test_the_shipped_logrotate_file_rotates_the_live_trail(tmp_path: Path)
     state = tmp_path / "automationd"
     state.symlink_to(private, target_is_directory=True)
     trail = state / "audit.jsonl"
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        'version: 1\nserver: {listen: "127.0.0.1:0"}\naudit: {path: audit.jsonl}\nautomations: []\n'
-    )
+    rules = write_rules(tmp_path, "audit: {path: audit.jsonl}\nautomations: []\n")
     shipped = SHIPPED.read_text()
     assert "/var/lib/automationd/audit.jsonl {" in shipped
     assert RELOAD in shipped

@@ -6,22 +6,20 @@ import asyncio
 import json
 from pathlib import Path
 
-from tests.support import audit_records, daemon, free_port, receiver, run_cli
+from tests.support import audit_records, daemon, free_port, receiver, run_cli, write_rules
 
 
 async def test_a_cooldown_holds_repeats_per_key_across_a_restart(tmp_path: Path) -> None:
     async with receiver() as recv:
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 automations:
   - name: page
     on: [flow_run_state_change]
     cooldown: {{for: 1h, key: "{{flow_id}}"}}
     actions: [{{webhook: {{url: "{recv.url}/page"}}}}]
-"""
+""",
         )
         failed = {"type": "flow_run_state_change", "state": "Failed"}
         async with daemon(rules) as proc:

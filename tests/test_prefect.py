@@ -308,11 +308,9 @@ async def test_start_flow_run_starts_exactly_one_run_when_the_answer_is_lost_and
     _, _, deployment_id = await a_deployment(prefect)
     # the first answer to create_flow_run is lost on the way back: the daemon retries
     async with losing_proxy(prefect_api, "/create_flow_run") as proxy:
-        path = tmp_path / "rules.yaml"
-        path.write_text(
+        path = write_rules(
+            tmp_path,
             textwrap.dedent(f"""\
-            version: 1
-            server: {{listen: "127.0.0.1:0"}}
             audit: {{path: audit.jsonl}}
             prefect: {{api_url: "{proxy.url}"}}
             event_types:
@@ -325,7 +323,7 @@ async def test_start_flow_run_starts_exactly_one_run_when_the_answer_is_lost_and
                       flow_group_id: "{deployment_id}"
                       parameters: {{model: "{{model}}", rows: "{{rows}}", reason: "drift on {{model}}"}}
                       retry: {{attempts: 3, initial: 0.2}}
-            """)
+            """),
         )
         async with daemon(path) as running:
             status, _ = await running.post({"type": "retrain_needed", "model": "churn", "rows": 5})
@@ -606,11 +604,9 @@ async def test_the_api_key_goes_as_a_bearer_token_on_every_request_and_nowhere_e
     name, _, deployment_id = await a_deployment(prefect)
     key = f"pnu_{uuid.uuid4().hex}"
     async with losing_proxy(prefect_api, "", lose=0) as proxy:
-        path = tmp_path / "rules.yaml"
-        path.write_text(
+        path = write_rules(
+            tmp_path,
             textwrap.dedent(f"""\
-            version: 1
-            server: {{listen: "127.0.0.1:0"}}
             audit: {{path: audit.jsonl}}
             secrets:
               prefect-key: {{env: AUTOMATIOND_TEST_PREFECT_KEY}}
@@ -620,7 +616,7 @@ async def test_the_api_key_goes_as_a_bearer_token_on_every_request_and_nowhere_e
                 on: [flow_run_state_change]
                 match: {{state: Failed, flow_name: {name}}}
                 actions: [{{pause_schedule: {{}}}}, {{cancel_flow_run: {{}}}}, {{start_flow_run: {{}}}}]
-            """)
+            """),
         )
         async with daemon(path, env={"AUTOMATIOND_TEST_PREFECT_KEY": key}) as running:
             await subscribed(running)

@@ -8,15 +8,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from tests.support import LISTENING, audit_records, daemon, run_cli, start_automationd, until
+from tests.support import (
+    LISTENING,
+    audit_records,
+    daemon,
+    run_cli,
+    start_automationd,
+    until,
+    write_rules,
+)
 
 
 async def test_send_keeps_text_as_text_and_takes_raw_json_after_colon_equals(
     tmp_path: Path,
 ) -> None:
     """HTTPie's convention: `k=v` is always a string, `k:=json` is raw JSON."""
-    rules = tmp_path / "rules.yaml"
-    rules.write_text('version: 1\nserver: {listen: "127.0.0.1:0"}\nautomations: []\n')
+    rules = write_rules(tmp_path, "automations: []\n")
     async with daemon(rules) as proc:
         code, out, err = await run_cli(
             "send",

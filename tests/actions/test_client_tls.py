@@ -10,7 +10,7 @@ import aiohttp
 
 from tests.certificates import private_ca
 from tests.standins import PagerDuty, play
-from tests.support import audit_records, daemon, receiver, run_cli, until
+from tests.support import audit_records, daemon, receiver, run_cli, until, write_rules
 
 ROUTING_KEY = "R1" + "0" * 30
 """A PagerDuty integration key: 32 characters, as the Events API requires."""
@@ -25,11 +25,9 @@ async def test_private_ca_trusted_per_action_endpoint_and_prefect(tmp_path: Path
     async with receiver(ssl_context=server_tls) as recv:
         assert recv.url.startswith("https://127.0.0.1:")
         pagerduty = play(recv, PagerDuty(), others=True)
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 endpoints: {{pagerduty: "{recv.url}", tls: {{ca_file: ca.pem}}}}
 prefect: {{api_url: "{recv.url}/api", tls: {{ca_file: {tmp_path / "ca.pem"}}}}}
 automations:
@@ -47,7 +45,7 @@ automations:
     on: [insecure]
     actions:
       - webhook: {{url: "{recv.url}/insecure", tls: {{insecure: true}}}}
-"""
+""",
         )
         audit = tmp_path / "audit.jsonl"
 

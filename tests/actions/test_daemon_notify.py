@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from tests.standins import PagerDuty, Slack, Teams, Twilio, play
-from tests.support import Mailbox, audit_records, daemon, receiver, smtp_server, until
+from tests.support import Mailbox, audit_records, daemon, receiver, smtp_server, until, write_rules
 
 FINAL = ("action.succeeded", "action.failed")
 
@@ -42,11 +42,9 @@ async def test_all_kinds_deliver_and_no_secret_leaks(tmp_path: Path) -> None:
         credentials = tmp_path / "credentials"
         credentials.mkdir()
         (credentials / "twilio").write_text(TWILIO_TOKEN)
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 secrets:
   slack: {{env: SLACK_URL}}
   teams: {{file: {tmp_path / "teams-url"}}}
@@ -65,7 +63,7 @@ automations:
       - email: {{to_emails: [ops@example.com]}}
       - twilio: {{account_sid: AC1, auth_token_secret: twilio, messaging_service_sid: MG1, phone_numbers: ["+15550100"]}}
       - pagerduty: {{routing_key: {PAGERDUTY_KEY}, severity: critical}}
-"""
+""",
         )
         env = {
             "SLACK_URL": slack_url,

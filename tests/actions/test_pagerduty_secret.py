@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.standins import PagerDuty, play
-from tests.support import audit_records, daemon, receiver, run_cli
+from tests.support import audit_records, daemon, receiver, run_cli, write_rules
 
 ROUTING_KEY = "R0UTINGkeyVALUE0123456789abcdefg"
 """32 characters, as PagerDuty's integration keys are (its stand-in refuses any other)."""
@@ -23,18 +23,16 @@ async def test_the_routing_key_secret_is_sent_and_shown_nowhere(tmp_path: Path) 
     (credentials / "pagerduty").write_text(ROUTING_KEY + "\n")
     async with receiver() as recv:
         pagerduty = play(recv, PagerDuty())
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 secrets: {{pd-routing: {{credential: pagerduty}}}}
 endpoints: {{pagerduty: "{recv.url}"}}
 automations:
   - name: page
     on: [flow_run_state_change]
     actions: [{{pagerduty: {{routing_key_secret: pd-routing, severity: critical}}}}]
-"""
+""",
         )
         event = {"type": "flow_run_state_change", "flow_name": "etl", "state": "Failed"}
         env = {"CREDENTIALS_DIRECTORY": str(credentials)}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tests.support import audit_records, daemon, receiver, until
+from tests.support import audit_records, daemon, receiver, until, write_rules
 
 ANSWER_BYTES = 50 * 1024 * 1024
 CHUNK = b"x" * (64 * 1024)
@@ -71,17 +71,15 @@ def peak_rss_kib(pid: int) -> int:
 
 async def test_huge_webhook_answers_are_cut_and_cost_no_memory(tmp_path: Path) -> None:
     async with huge_answers() as huge:
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 automations:
   - name: hook
     on: [job_done]
     actions:
       - webhook: {{url: "{huge.url}/hook", timeout: 30s, retry: {{attempts: 1}}}}
-"""
+""",
         )
         audit = tmp_path / "audit.jsonl"
 
@@ -121,18 +119,16 @@ async def test_a_prefect_answer_cut_at_the_cap_is_a_clear_failure(tmp_path: Path
     answer = json.dumps({"status": "ACCEPT", "details": {}, "padding": padding})
     async with receiver() as prefect:
         prefect.replies["/api/flow_runs/r-1/set_state"] = [(200, answer, {})]
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 prefect: {{api_url: "{prefect.url}/api"}}
 automations:
   - name: cancel
     on: [flow_run_state_change]
     actions:
       - cancel_flow_run: {{retry: {{attempts: 1}}}}
-"""
+""",
         )
         audit = tmp_path / "audit.jsonl"
         async with daemon(rules) as proc:

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from automationd import templating
-from tests.support import audit_records, daemon, run_cli, until
+from tests.support import audit_records, daemon, run_cli, until, write_rules
 
 
 @dataclass
@@ -90,11 +90,9 @@ def test_render_url_refuses_a_path_value_holding_a_dot_segment(value: str) -> No
 
 async def test_webhook_url_fields_are_filled_and_percent_encoded(tmp_path: Path) -> None:
     async with raw_paths() as recv:
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 automations:
   - name: hook
     on: [flow_run_state_change]
@@ -102,7 +100,7 @@ automations:
       - webhook:
           url: "{recv.url}/runs/{{flow_name}}/{{{{literal}}}}?run={{flow_run_id}}&state={{state}}"
           retry: {{attempts: 1}}
-"""
+""",
         )
         audit = tmp_path / "audit.jsonl"
         async with daemon(rules) as proc:
@@ -173,11 +171,9 @@ async def test_prefect_ids_from_the_event_cannot_change_the_api_path(
     tmp_path: Path, flow_run_id: str
 ) -> None:
     async with raw_paths() as prefect:
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 prefect: {{api_url: "{prefect.url}/api"}}
 automations:
   - name: cancel
@@ -185,7 +181,7 @@ automations:
     actions:
       - cancel_flow_run: {{retry: {{attempts: 1}}}}
       - pause_schedule: {{retry: {{attempts: 1}}}}
-"""
+""",
         )
         audit = tmp_path / "audit.jsonl"
         async with daemon(rules) as proc:

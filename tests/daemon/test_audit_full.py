@@ -19,11 +19,17 @@ import pytest
 
 from automationd import audit as audit_module
 from automationd.audit import AuditLog, AuditUnwritable
-from tests.support import Daemon, audit_records, daemon, mount_small_tmpfs, receiver, until
+from tests.support import (
+    Daemon,
+    audit_records,
+    daemon,
+    mount_small_tmpfs,
+    receiver,
+    until,
+    write_rules,
+)
 
 RULES = """\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 audit: {{path: "{audit}", fsync: {fsync}}}
 automations:
   - name: forward
@@ -93,8 +99,7 @@ async def test_a_full_audit_volume_refuses_events_and_keeps_every_record(
     disk = file_size_limit(audit) if full == "fsize" else small_tmpfs(audit)
     with disk as fill:
         async with receiver() as recv:
-            rules = tmp_path / "rules.yaml"
-            rules.write_text(RULES.format(audit=audit, fsync=fsync, url=recv.url))
+            rules = write_rules(tmp_path, RULES.format(audit=audit, fsync=fsync, url=recv.url))
             async with daemon(rules) as proc:
                 assert (await proc.post({"type": "job_done", "id": "before"}))[0] == 202
                 make_room = fill(proc)

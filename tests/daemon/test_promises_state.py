@@ -23,6 +23,7 @@ from tests.support import (
     mount_small_tmpfs,
     receiver,
     until,
+    write_rules,
 )
 
 
@@ -95,17 +96,15 @@ async def test_readyz_fails_while_the_state_store_cannot_be_written(
     disk = tmp_path / "disk"
     mount_small_tmpfs(disk, "2m", "as root, permissions cannot make the state store unwritable")
     try:
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 state: {{url: "sqlite:///{disk}/state.db", journal: {str(journal).lower()}}}
 automations:
   - name: forward
     on: [job_done]
     actions: [{{webhook: {{url: "http://127.0.0.1:{free_port()}/hook"}}}}]
-"""
+""",
         )
         healthy = {
             "rules_loaded": True,
@@ -194,11 +193,9 @@ async def test_retention_prunes_finished_events_only_after_seven_days(tmp_path: 
     down = free_port()
     state = tmp_path / "state.db"
     async with receiver() as recv:
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 automations:
   - name: forward
     on: [job_done]
@@ -208,7 +205,7 @@ automations:
     actions:
       - webhook: {{url: "http://127.0.0.1:{down}/hook", give_up_after: 2d,
                    retry: {{attempts: 5, initial: 1h, max: 1h}}}}
-"""
+""",
         )
         finished = ["old-done", "week-old", "recent"]
         async with daemon(rules) as proc:
@@ -251,17 +248,15 @@ async def test_retention_never_prunes_within_the_dedup_window(tmp_path: Path) ->
     36-hour-old id is still a duplicate when posted again."""
     state = tmp_path / "state.db"
     async with receiver() as recv:
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 state: {{retention: 1h, dedup_window: 2d}}
 automations:
   - name: forward
     on: [job_done]
     actions: [{{webhook: {{url: "{recv.url}/hook"}}}}]
-"""
+""",
         )
         ids = ["three-days", "day-and-half", "two-hours", "now"]
         async with daemon(rules) as proc:
@@ -427,18 +422,16 @@ async def test_sla_failures_total_counts_each_flow_sla_failure_once(tmp_path: Pa
     then exactly 3 for `flow_sla_failure` once the three late runs' failures reached their
     webhook, and no deadline left armed."""
     async with receiver() as recv:
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
+        rules = write_rules(
+            tmp_path,
             f"""\
-version: 1
-server: {{listen: "127.0.0.1:0"}}
 flow_slas:
   - {{id: start-in-time, kind: SCHEDULED_NOT_STARTED, duration: 6s, match: {{flow_name: etl}}}}
 automations:
   - name: late
     on: [flow_sla_failure]
     actions: [{{webhook: {{url: "{recv.url}/late", payload: {{run: "{{flow_run_id}}"}}}}}}]
-"""
+""",
         )
         async with daemon(rules) as proc:
             before = samples(await metrics_of(proc), "automationd_sla_failures_total")

@@ -6,15 +6,13 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support import daemon
+from tests.support import daemon, write_rules
 
 
 async def test_get_rules_shows_each_automations_cooldown(tmp_path: Path) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
+    rules = write_rules(
+        tmp_path,
         """\
-version: 1
-server: {listen: "127.0.0.1:0"}
 automations:
   - name: keyed
     on: [flow_run_state_change]
@@ -27,7 +25,7 @@ automations:
   - name: none
     on: [job_done]
     actions: [{webhook: {url: "http://127.0.0.1:1/c"}}]
-"""
+""",
     )
     async with daemon(rules) as proc:
         async with aiohttp.ClientSession() as session, session.get(f"{proc.url}/rules") as answer:
