@@ -4,6 +4,7 @@ one or many dropped (each audited), and no accidental wipe."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from tests.support import (
     Daemon,
     audit_records,
     daemon,
+    forwarding_rules,
     free_port,
     receiver,
     run_cli,
@@ -146,3 +148,46 @@ async def test_an_unreachable_daemon_is_a_clear_error() -> None:
     code, _, err = await run_cli("dead-letters", "list", "--url", url)
     assert code == 1
     assert f"automationd dead-letters list: cannot reach {url}" in err
+
+
+async def test_dead_letters_are_listed_and_retried(tmp_path: Path) -> None:
+    async with receiver() as recv:
+        recv.status["/hook"] = 400
+        rules = forwarding_rules(tmp_path, recv.url)
+        async with daemon(rules) as proc:
+            await proc.post({"type": "job_done", "id": "doomed"})
+            await recv.wait_for(1)
+            async with aiohttp.ClientSession() as session:
+                async with asyncio.timeout(15):
+                    while True:
+                        async with session.get(f"{proc.url}/dead-letters") as response:
+                            letters = (await response.json())["dead_letters"]
+                        if letters:
+                            break
+                        await asyncio.sleep(0.02)
+                (letter,) = letters
+                assert (
+                    letter["event_id"],
+                    letter["automation"],
+                    letter["action"],
+                    letter["runs"],
+                    letter["attempts"],
+                ) == ("doomed", "forward", "webhook", 1, 1)
+                assert "answered 400" in letter["error"]
+                recv.status["/hook"] = 200
+                async with session.post(
+                    f"{proc.url}/dead-letters/{letter['id']}/retry"
+                ) as response:
+                    assert response.status == 202
+                await recv.wait_for(2)
+                async with asyncio.timeout(15):
+                    while letters:
+                        async with session.get(f"{proc.url}/dead-letters") as response:
+                            letters = (await response.json())["dead_letters"]
+                        await asyncio.sleep(0.02)
+                async with session.post(f"{proc.url}/dead-letters/999/retry") as response:
+                    assert response.status == 404
+            assert await proc.stop() == 0
+    kinds = [r["kind"] for r in audit_records(tmp_path / "audit.jsonl")]
+    assert "action.dead_lettered" in kinds
+    assert "dead_letter.resolved" in kinds
