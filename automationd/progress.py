@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -98,6 +98,7 @@ class Progress:
             return
         unfinished = list(self.store.unfinished())
         recorded = self._recorded(unfinished)
+        automations = {a.name: a for a in self.automations()}
         for event, matched, finished, _ in unfinished:
             if str(event["id"]) not in recorded:
                 self.audit.write(
@@ -111,7 +112,7 @@ class Progress:
             if matched is None:
                 self.requeue(event)
             else:
-                self._resume_actions(self.journal, event, matched, finished)
+                self._resume_actions(self.journal, automations, event, matched, finished)
         if unfinished:
             log.info("resumed %d events whose actions had not finished", len(unfinished))
 
@@ -134,12 +135,13 @@ class Progress:
     def _resume_actions(
         self,
         journal: Journal,
+        automations: Mapping[str, Automation],
         event: dict[str, object],
         matched: Sequence[str],
         finished: set[tuple[str, int]],
     ) -> None:
-        """Start the actions of a matched event that have no outcome yet."""
-        automations = {a.name: a for a in self.automations()}
+        """Start the actions of a matched event that have no outcome yet (`automations`: the
+        live rules' automations by name)."""
         pending = 0
         for name in matched:
             automation = automations.get(name)
